@@ -1,0 +1,6 @@
+"""PancreasAI engine: plain Python, never imports Slicer.
+
+Research use only, not for clinical use.
+"""
+
+__version__ = "0.1.0"

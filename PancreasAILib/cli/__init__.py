@@ -1,0 +1,1 @@
+"""The `pancreasai` command: one module per subcommand, each with `register(subparsers)`."""
