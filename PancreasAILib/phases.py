@@ -104,6 +104,7 @@ class PhaseSet:
 
     series: dict[Phase, LoadedSeries]
     evidence: dict[Phase, PhaseEvidence] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.series:
