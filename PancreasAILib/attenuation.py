@@ -64,7 +64,7 @@ def find_aorta(hu: np.ndarray, body: np.ndarray, spacing_mm: float) -> tuple[np.
     labels, count = ndimage.label(core)
     if count == 0:
         return None, None
-    zs, ys, xs = np.nonzero(body)
+    _zs, ys, xs = np.nonzero(body)
     centre_x, centre_y = xs.mean(), ys.mean()
     half_width = max((xs.max() - xs.min()) / 2, 1)
     best_score, best_label = 0.0, 0
@@ -79,7 +79,7 @@ def find_aorta(hu: np.ndarray, body: np.ndarray, spacing_mm: float) -> tuple[np.
         coverage = slices_present / body.shape[0]
         if radius > 20 or area_mm2 > 1500:
             continue
-        cz, cy, cx = ndimage.center_of_mass(component)
+        _cz, cy, cx = ndimage.center_of_mass(component)
         cy += region[1].start
         cx += region[2].start
         midline = np.exp(-(((cx - centre_x) / (0.25 * half_width)) ** 2))

@@ -66,8 +66,7 @@ def build_phase_set(
     explicit = dict(explicit or {})
     if not explicit and not auto:
         raise InputError("No input was given.", "Give at least one phase, e.g. --venous PATH or a path.")
-    chosen: dict[Phase, tuple[LoadedSeries, PhaseEvidence]] = {}
-    warnings: list[str] = []
+    explicit_found: dict[Phase, tuple[LoadedSeries, PhaseEvidence]] = {}
     for phase, path in explicit.items():
         found = load_series_with_evidence([path])
         if len(found) > 1:
@@ -76,13 +75,26 @@ def build_phase_set(
                 f"Point --{phase.value} to one series' folder or file, or give the folder without a phase "
                 "flag so PancreasAI identifies each series.",
             )
-        item, evidence = found[0]
+        explicit_found[phase] = found[0]
+    return assemble_phase_set(explicit_found, load_series_with_evidence(auto) if auto else [], force=force)
+
+
+def assemble_phase_set(
+    explicit: Mapping[Phase, tuple[LoadedSeries, PhaseEvidence]],
+    auto: Sequence[tuple[LoadedSeries, PhaseEvidence]],
+    *,
+    force: bool = False,
+) -> PhaseSet:
+    """Combine series the user phased with identified ones; refuse duplicates and mixed patients."""
+    chosen: dict[Phase, tuple[LoadedSeries, PhaseEvidence]] = {}
+    warnings: list[str] = []
+    for phase, (item, evidence) in explicit.items():
         if evidence.phase is not None and evidence.phase != phase and evidence.confidence > 0.9:
             warnings.append(f"You set {_describe(item)} as {phase.value}, but it looks {evidence.phase.value} "
                             f"(confidence {evidence.confidence:.2f}); your choice was kept.")
-        evidence.evidence.append(f"set to {phase.value} by the user")
-        chosen[phase] = (item, PhaseEvidence(phase, 1.0, evidence.evidence, evidence.scores, overridden=True))
-    for item, evidence in load_series_with_evidence(auto) if auto else []:
+        lines = [*evidence.evidence, f"set to {phase.value} by the user"]
+        chosen[phase] = (item, PhaseEvidence(phase, 1.0, lines, dict(evidence.scores), overridden=True))
+    for item, evidence in auto:
         if evidence.phase is None:
             warnings.append(f"{_describe(item)} looks unenhanced and was left out.")
             continue

@@ -57,7 +57,7 @@ def resample_to_spacing(image: sitk.Image, spacing: Sequence[float], *, interpol
     spacing = tuple(float(s) for s in spacing)
     old_spacing = np.array(image.GetSpacing())
     old_size = np.array(image.GetSize())
-    new_size = [max(1, int(round(n * o / s))) for n, o, s in zip(old_size, old_spacing, spacing, strict=True)]
+    new_size = [max(1, round(n * o / s)) for n, o, s in zip(old_size, old_spacing, spacing, strict=True)]
     source = image
     if interpolator != sitk.sitkNearestNeighbor:
         sigma = [0.5 * s if s > 1.5 * o else 0.0 for s, o in zip(spacing, old_spacing, strict=True)]

@@ -51,7 +51,7 @@ class TqdmProgress:
             self._bar = self._tqdm(total=100, desc=stage, unit="%", leave=True, file=sys.stderr,
                                    bar_format="{desc:<14} {percentage:3.0f}%|{bar:30}| {postfix}")
         assert self._bar is not None
-        self._bar.n = int(round(100 * min(max(fraction, 0.0), 1.0)))
+        self._bar.n = round(100 * min(max(fraction, 0.0), 1.0))
         self._bar.set_postfix_str(message[:60], refresh=True)
         if fraction >= 1.0:
             self.close()
