@@ -41,6 +41,7 @@ _LOG_SD_AORTA = 0.22
 _LOG_SD_LIVER = 0.18
 KEYWORD_WEIGHT = 6.0
 TIME_ORDER_WEIGHT = 1.5
+ATTENUATION_FLOOR = 4.0
 
 
 def _tokens(text: str) -> str:
@@ -78,6 +79,8 @@ def attenuation_scores(landmarks: Landmarks) -> tuple[dict[str, float], list[str
         if landmarks.liver_hu is not None:
             liver = max(landmarks.liver_hu, 5.0)
             scores[name] += -0.5 * ((math.log(liver) - math.log(proto_liver)) / _LOG_SD_LIVER) ** 2
+    # Bounded, so a landmark picked wrongly cannot outvote a phase the scanner protocol names.
+    scores = {name: max(value, -ATTENUATION_FLOOR) for name, value in scores.items()}
     evidence.append(f"aorta {landmarks.aorta_hu:.0f} HU")
     if landmarks.liver_hu is not None:
         evidence.append(f"liver {landmarks.liver_hu:.0f} HU")

@@ -102,7 +102,7 @@ def write_nifti(path: Path, image: sitk.Image) -> Path:
     return write_file_atomically(Path(path), writer)
 
 
-def _dicom(case: SyntheticCase, out: Path, name: str, seed: int, index: int, thickness: float) -> None:
+def write_case_dicom(case: SyntheticCase, out: Path, name: str, seed: int, index: int, thickness: float) -> None:
     from pydicom.uid import generate_uid
 
     uid = lambda what: generate_uid(entropy_srcs=[f"pancreasai-synth-{seed}-{index}-{what}"])  # noqa: E731
@@ -158,7 +158,7 @@ def make_case(
     }
     write_text_atomically(out_dir / "cases" / f"{name}.json", json.dumps(record, indent=1))
     if dicom:
-        _dicom(case, out_dir, name, seed, index, config.slice_thickness_mm)
+        write_case_dicom(case, out_dir, name, seed, index, config.slice_thickness_mm)
     return record
 
 
