@@ -89,7 +89,7 @@ def assemble_phase_set(
     chosen: dict[Phase, tuple[LoadedSeries, PhaseEvidence]] = {}
     warnings: list[str] = []
     for phase, (item, evidence) in explicit.items():
-        if evidence.phase is not None and evidence.phase != phase and evidence.confidence > 0.9:
+        if evidence.phase is not None and evidence.phase != phase and evidence.confidence > 0.8:
             warnings.append(f"You set {_describe(item)} as {phase.value}, but it looks {evidence.phase.value} "
                             f"(confidence {evidence.confidence:.2f}); your choice was kept.")
         lines = [*evidence.evidence, f"set to {phase.value} by the user"]
