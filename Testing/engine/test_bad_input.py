@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-import pytest
 import SimpleITK as sitk
 from helpers import ct_phantom, write_phantom_dicom
 
