@@ -38,15 +38,6 @@ def to_lps_axial(image: sitk.Image) -> sitk.Image:
     return sitk.DICOMOrient(image, "LPS")
 
 
-def same_geometry(a: sitk.Image, b: sitk.Image, tolerance: float = 1e-4) -> bool:
-    return (
-        a.GetSize() == b.GetSize()
-        and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tolerance)
-        and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=tolerance * 100)
-        and np.allclose(a.GetDirection(), b.GetDirection(), atol=tolerance)
-    )
-
-
 def resample_to_spacing(image: sitk.Image, spacing: Sequence[float], *, interpolator: int = sitk.sitkLinear,
                         default_value: float = 0.0) -> sitk.Image:
     """Resample onto a grid with `spacing` covering the same physical extent and direction.

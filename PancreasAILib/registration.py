@@ -122,12 +122,27 @@ def _register(fixed: sitk.Image, moving: sitk.Image, mask: sitk.Image, initial: 
     return result, float(method.GetMetricValue())
 
 
-def register_phase(reference: sitk.Image, moving: sitk.Image, phase: Phase, *, affine: bool = False,
-                   seed: int = 0) -> AlignmentResult:
+@dataclass
+class PreparedReference:
+    """The reference on the registration grid with its body mask: made once, used for every phase."""
+
+    image: sitk.Image
+    mask: sitk.Image
+
+    @classmethod
+    def from_image(cls, reference: sitk.Image) -> PreparedReference:
+        small = _prepare(reference)
+        return cls(small, body_mask(small))
+
+
+def register_phase(reference: sitk.Image | PreparedReference, moving: sitk.Image, phase: Phase, *,
+                   affine: bool = False, seed: int = 0) -> AlignmentResult:
     """Find the transform that maps `reference` points onto the same anatomy in `moving`."""
     start = time.perf_counter()
-    fixed_small, moving_small = _prepare(reference), _prepare(moving)
-    mask = body_mask(fixed_small)
+    if not isinstance(reference, PreparedReference):
+        reference = PreparedReference.from_image(reference)
+    fixed_small, mask = reference.image, reference.mask
+    moving_small = _prepare(moving)
     centre = fixed_small.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in fixed_small.GetSize()])
     rigid = sitk.Euler3DTransform()
     rigid.SetCenter(centre)
@@ -187,10 +202,11 @@ def align_phase_set(phase_set: PhaseSet, *, affine: bool = False, register: bool
     results: list[AlignmentResult] = []
     moving_phases = [p for p in phase_set.phases if p != reference_phase]
     progress("align", 0.0, f"reference: {reference_phase.value}")
+    prepared = PreparedReference.from_image(reference) if register and moving_phases else None
     for k, phase in enumerate(moving_phases):
         moving = phase_set.image(phase)
         if register:
-            result = register_phase(reference, moving, phase, affine=affine, seed=seed)
+            result = register_phase(prepared, moving, phase, affine=affine, seed=seed)
             results.append(result)
             transform = result.transform
         else:
