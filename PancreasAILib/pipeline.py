@@ -1,22 +1,42 @@
-"""The case pipeline as separate, named stages with progress: load → align → (segment) → outputs.
+"""The case pipeline as separate, named stages with progress: load → align → stage 1 → stage 2 → heatmap →
+lesions → outputs.
 
-Until the segmentation models land (issue 4) the segment stage reports `not_run` with its reason,
-and the label map is empty: outputs never pretend to hold a prediction that was not made.
+Models are loaded once (`EngineModels.load`) and passed to every case, so a batch never reloads
+them. When a model is not available the stage says so in the report (`segmentation_status`,
+`heatmap.summary`) and the label map stays empty: outputs never pretend to hold a prediction that
+was not made.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 
-from PancreasAILib.export import AlignmentInfo, GeometryInfo, OutputPaths, Report, write_case_outputs
+from PancreasAILib.cascade.grids import array_to_grid
+from PancreasAILib.cascade.runner import Cascade, CascadeResult, paste_roi
+from PancreasAILib.export import (
+    AlignmentInfo,
+    GeometryInfo,
+    HeatmapInfo,
+    Lesion,
+    ModelInfo,
+    OutputPaths,
+    Report,
+    summarize_heatmap,
+    write_case_outputs,
+)
 from PancreasAILib.phases import PhaseSet
 from PancreasAILib.progress import ProgressCallback, null_progress
 from PancreasAILib.registration import AlignedCase, align_phase_set
+
+log = logging.getLogger(__name__)
+DETECTION_MAP = "detection_map.nii.gz"
 
 
 @dataclass
@@ -24,6 +44,35 @@ class PipelineOptions:
     affine: bool = False
     overwrite: bool = False
     seed: int = 0
+    segment: bool = True
+    heatmap: bool = True
+    heatmap_settings: dict[str, Any] = field(default_factory=dict)  # noise_level, guidance, steps
+
+
+@dataclass
+class EngineModels:
+    """The loaded networks, shared by all cases of a run. `anomaly` is None when the heatmap is off."""
+
+    cascade: Cascade | None
+    anomaly: Any | None = None  # PancreasAILib.anomaly.AnomalyModel
+    device: str = "cpu"
+
+    @classmethod
+    def load(cls, device: str = "cpu", *, heatmap: bool = True, stage1: Any | None = None,
+             restrict_to_pancreas: bool = True) -> EngineModels:
+        cascade = Cascade.load(device, stage1=stage1, restrict_to_pancreas=restrict_to_pancreas)
+        anomaly = None
+        if heatmap:
+            from PancreasAILib.anomaly import AnomalyModel
+
+            anomaly = AnomalyModel.load(device)
+        return cls(cascade, anomaly, device)
+
+    def model_infos(self) -> list[ModelInfo]:
+        infos = [ModelInfo(e.name, e.version, e.sha256) for e in (self.cascade.entries if self.cascade else [])]
+        for entry in getattr(self.anomaly, "entries", []) or []:
+            infos.append(ModelInfo(entry.name, entry.version, entry.sha256))
+        return infos
 
 
 @dataclass
@@ -31,6 +80,7 @@ class CaseResult:
     aligned: AlignedCase
     report: Report
     outputs: OutputPaths
+    cascade: CascadeResult | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
 
 
@@ -52,34 +102,92 @@ def build_report(phase_set: PhaseSet, aligned: AlignedCase, timings: dict[str, f
         reference_geometry=GeometryInfo.from_image(aligned.reference),
         alignment=alignment_infos(aligned),
         segmentation_status="not_run",
-        segmentation_reason="no segmentation model is installed yet (the cascade models arrive with issue 4)",
+        segmentation_reason="segmentation was switched off",
         timings_s={k: round(v, 3) for k, v in timings.items()},
         warnings=warnings,
     )
 
 
+def _fill_segmentation(report: Report, result: CascadeResult, models: EngineModels) -> None:
+    report.models = models.model_infos()
+    if not result.pancreas_found:
+        report.segmentation_status = "no_pancreas"
+        report.segmentation_reason = result.reason
+        return
+    report.segmentation_status = "done"
+    report.segmentation_reason = None
+    report.pdac_likelihood = result.pdac_likelihood
+    report.lesions = [Lesion(id=c.id, confidence=c.confidence, volume_ml=c.volume_ml,
+                             longest_axial_diameter_mm=c.longest_axial_diameter_mm, centroid_mm=c.centroid_mm)
+                      for c in result.lesions]
+    report.notes.append(f"PDAC classification head {result.classifier_probability:.3f}; likelihood = mean of the "
+                        "head and the strongest lesion's confidence. Research use only, not for clinical use.")
+
+
+def _heatmap(result: CascadeResult, models: EngineModels, reference: sitk.Image, options: PipelineOptions
+             ) -> tuple[sitk.Image | None, str | None]:
+    if models.anomaly is None or not result.pancreas_found or result.roi_grid is None:
+        return None, None
+    spacing_zyx = tuple(float(v) for v in result.roi_grid.GetSpacing()[::-1])
+    settings = {"seed": options.seed, **options.heatmap_settings}
+    outcome = models.anomaly.heatmap(result.roi_hu, result.phase_mask, result.roi_gland, spacing_zyx, **settings)
+    image = paste_roi(array_to_grid(np.asarray(outcome.heatmap, np.float32), result.roi_grid), reference, linear=True)
+    detail = (f"DDIM L={outcome.settings.get('noise_level')} S={outcome.settings.get('guidance')} "
+              f"steps={outcome.settings.get('steps')}: {outcome.passes_per_slice} network passes per slice "
+              f"in {outcome.seconds:.1f} s")
+    return sitk.Cast(image, sitk.sitkFloat32), detail
+
+
 def run_case(phase_set: PhaseSet, out_dir: Path, options: PipelineOptions | None = None, *,
-             progress: ProgressCallback = null_progress, truth: sitk.Image | None = None,
-             title: str = "PancreasAI") -> CaseResult:
-    """Align the phases and write the output contract for one case."""
+             models: EngineModels | None = None, progress: ProgressCallback = null_progress,
+             truth: sitk.Image | None = None, title: str = "PancreasAI") -> CaseResult:
+    """Align the phases, run the cascade and the heatmap when models are given, and write the outputs."""
     options = options or PipelineOptions()
     timings: dict[str, float] = {}
     start = time.perf_counter()
     aligned = align_phase_set(phase_set, affine=options.affine, progress=progress, seed=options.seed)
     timings["align"] = time.perf_counter() - start
+    report = build_report(phase_set, aligned, timings)
     labels = sitk.Image(aligned.reference.GetSize(), sitk.sitkUInt8)
     labels.CopyInformation(aligned.reference)
+    heatmap = None
+    cascade_result = None
+    extra = {}
+    if options.segment and models is not None and models.cascade is not None:
+        cascade_result = models.cascade.run(aligned.images, aligned.reference, progress)
+        timings.update(cascade_result.timings_s)
+        labels = cascade_result.labels
+        _fill_segmentation(report, cascade_result, models)
+        if options.heatmap:
+            start = time.perf_counter()
+            progress("heatmap", 0.0, "diffusion anomaly map")
+            heatmap, detail = _heatmap(cascade_result, models, aligned.reference, options)
+            timings["heatmap"] = time.perf_counter() - start
+            progress("heatmap", 1.0, detail or "skipped")
+            if detail:
+                report.notes.append(f"anomaly heatmap: {detail}")
+        if cascade_result.detection_map is not None:
+            detection = cascade_result.detection_map
+            extra[DETECTION_MAP] = lambda p: sitk.WriteImage(detection, str(p), useCompression=True)
+    elif options.segment:
+        report.segmentation_reason = "no segmentation models were loaded"
+    if heatmap is None and options.heatmap:
+        report.heatmap = HeatmapInfo(summary="not computed: " + (
+            "no pancreas was found" if cascade_result is not None and not cascade_result.pancreas_found
+            else "the anomaly model is not loaded"))
+    elif heatmap is not None:
+        report.heatmap = summarize_heatmap(heatmap, labels)
     progress("outputs", 0.0, "writing")
     start = time.perf_counter()
-    report = build_report(phase_set, aligned, timings)
+    report.timings_s = {k: round(v, 3) for k, v in timings.items()}
     reference_info = phase_set.series[aligned.reference_phase].info
     source_files = list(reference_info.dicom_files) if reference_info.kind == "dicom" else None
-    outputs = write_case_outputs(out_dir, reference=aligned.reference, labels=labels, heatmap=None, report=report,
-                                 images=aligned.images, source_dicom_files=source_files,
+    outputs = write_case_outputs(out_dir, reference=aligned.reference, labels=labels, heatmap=heatmap, report=report,
+                                 images=aligned.images, source_dicom_files=source_files, extra_files=extra,
                                  overwrite=options.overwrite, title=title, truth=truth)
     timings["outputs"] = time.perf_counter() - start
     progress("outputs", 1.0, "done")
-    return CaseResult(aligned=aligned, report=report, outputs=outputs, timings_s=timings)
+    return CaseResult(aligned=aligned, report=report, outputs=outputs, cascade=cascade_result, timings_s=timings)
 
 
 def label_voxels(image: sitk.Image) -> int:

@@ -10,6 +10,7 @@ from pathlib import Path
 from PancreasAILib.atomic import check_output_dir
 from PancreasAILib.case import build_phase_set
 from PancreasAILib.cli.common import add_progress_option, make_progress
+from PancreasAILib.cli.segment import add_model_options, load_models, summarise
 from PancreasAILib.pipeline import PipelineOptions, run_case
 from PancreasAILib.synthesis import SynthesisConfig, procedural_anatomy, synthesize_case
 from PancreasAILib.synthesis.dataset import write_case_dicom
@@ -17,14 +18,16 @@ from PancreasAILib.synthesis.dataset import write_case_dicom
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "demo", help="synthesise a multi-phase case and run the whole pipeline on it",
+        "demo", help="synthesise a multi-phase case and run the whole pipeline on it (no data needed)",
         description="Synthesise a small three-phase contrast CT with a pancreatic tumour from procedural "
-                    "anatomy, write it as DICOM, identify its phases, align them and write every output "
-                    "(labels, seg.nrrd, DICOM SEG, heatmap, report.json, overview.png). Needs no data.")
+                    "anatomy, write it as DICOM, identify its phases, align them, segment pancreas and tumour, compute the "
+                    "anomaly heatmap and write every output (labels, seg.nrrd, DICOM SEG, heatmap, report.json, "
+                    "overview.png). Needs no data and no download: the shipped weights are used.")
     parser.add_argument("--out", type=Path, default=Path("demo_output"), metavar="DIR",
                         help="output folder (default: ./demo_output)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--seed", type=int, default=7, help="seed of the synthetic case (default 7)")
+    add_model_options(parser)
     add_progress_option(parser)
     parser.set_defaults(func=run)
 
@@ -45,13 +48,16 @@ def run(args: argparse.Namespace) -> int:
         for phase in phase_set.phases:
             evidence = phase_set.evidence[phase]
             print(f"identified {phase.value:>8} (confidence {evidence.confidence:.2f}): {'; '.join(evidence.evidence)}")
-        result = run_case(phase_set, args.out, PipelineOptions(overwrite=args.overwrite, seed=args.seed),
-                          progress=progress, truth=case.labels, title="PancreasAI demo (synthetic case)")
+        models = load_models(args)
+        options = PipelineOptions(overwrite=args.overwrite, seed=args.seed, heatmap=args.heatmap)
+        result = run_case(phase_set, args.out, options, models=models, progress=progress, truth=case.labels,
+                          title="PancreasAI demo (synthetic case)")
     for info in result.report.alignment:
         print(f"aligned  {info.phase:>8}: NCC in body {info.similarity_before:.3f} → {info.similarity_after:.3f}")
     for tumour in case.tumours:
         print(f"synthetic truth: {tumour.volume_ml:.1f} mL tumour in the pancreatic {tumour.region}")
-    print(f"segmentation: {result.report.segmentation_status} ({result.report.segmentation_reason})")
+    for line in summarise(result):
+        print(line)
     print(f"wrote {', '.join(sorted(p.name for p in result.outputs.out_dir.iterdir()))}")
     print(f"to {result.outputs.out_dir}  ({time.perf_counter() - start:.1f} s)")
     return 0

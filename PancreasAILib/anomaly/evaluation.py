@@ -1,0 +1,167 @@
+"""Evaluation of the heatmap on cached synthetic cases: one row of metrics per (L, S, steps, phases).
+
+Each case is run exactly as the pipeline runs it (`AnomalyModel.heatmap` on the ROI), with the
+synthetic truth pancreas-with-tumour mask standing in for the predicted one. Metrics per row:
+mean per-case voxel AUROC inside the pancreas and the pooled AUROC over all cases' pancreas voxels,
+mean Dice at the fixed threshold, seconds per case, network passes per slice; and once per model
+the per-slice accuracy of the classifier on clean slices (image-level labels).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from PancreasAILib.anomaly.heatmap import AnomalyModel
+from PancreasAILib.anomaly.metrics import auroc, case_metrics
+from PancreasAILib.anomaly.preprocess import prepare_slices
+from PancreasAILib.training.anomaly_data import CachedCase
+
+PHASE_LETTERS = "avd"  # arterial, venous, delayed
+
+
+@dataclass(frozen=True)
+class Setting:
+    noise_level: int = 250
+    guidance: float = 8.0
+    steps: int = 10
+    phases: str = "avd"  # which phases are given to the model, e.g. "v" for venous only
+
+    def phase_mask(self) -> np.ndarray:
+        return np.array([c in self.phases for c in PHASE_LETTERS], dtype=bool)
+
+
+def default_grid() -> list[Setting]:
+    """The table: the operating point, then L, S and steps varied one at a time, then missing phases."""
+    return [
+        Setting(250, 8.0, 10),
+        Setting(150, 8.0, 10),
+        Setting(350, 8.0, 10),
+        Setting(250, 0.0, 10),
+        Setting(250, 4.0, 10),
+        Setting(250, 16.0, 10),
+        Setting(250, 8.0, 5),
+        Setting(250, 8.0, 10, "v"),
+        Setting(250, 8.0, 10, "av"),
+    ]
+
+
+@dataclass
+class Row:
+    setting: Setting
+    cases: int
+    auroc_mean: float
+    auroc_pooled: float
+    dice_mean: float
+    seconds_per_case: float
+    passes_per_slice: int
+
+    def to_dict(self) -> dict:
+        return {**asdict(self.setting), **{k: v for k, v in asdict(self).items() if k != "setting"}}
+
+
+def raw_maps(
+    model: AnomalyModel,
+    cases: Sequence[CachedCase],
+    setting: Setting,
+    spacing_zyx: tuple[float, float, float] = (3.0, 1.5, 1.5),
+) -> list:
+    """HeatmapResults of every case for one setting."""
+    return [
+        model.heatmap(
+            c.roi_hu,
+            setting.phase_mask(),
+            c.labels > 0,
+            spacing_zyx,
+            noise_level=setting.noise_level,
+            guidance=setting.guidance,
+            steps=setting.steps,
+        )
+        for c in cases
+    ]
+
+
+def evaluate_setting(
+    model: AnomalyModel, cases: Sequence[CachedCase], setting: Setting, threshold: float
+) -> Row:
+    results = raw_maps(model, cases, setting)
+    per_case = [case_metrics(r.heatmap, c.labels, threshold) for r, c in zip(results, cases, strict=True)]
+    tumour_cases = [m for m, c in zip(per_case, cases, strict=True) if (c.labels == 2).any()]
+    scores = np.concatenate([r.heatmap[c.labels > 0] for r, c in zip(results, cases, strict=True)])
+    truth = np.concatenate([c.labels[c.labels > 0] == 2 for c in cases])
+    return Row(
+        setting=setting,
+        cases=len(tumour_cases),
+        auroc_mean=float(np.nanmean([m["auroc"] for m in tumour_cases])),
+        auroc_pooled=auroc(scores, truth),
+        dice_mean=float(np.mean([m["dice"] for m in tumour_cases])),
+        seconds_per_case=float(np.mean([r.seconds for r in results])),
+        passes_per_slice=results[0].passes_per_slice,
+    )
+
+
+@torch.no_grad()
+def slice_accuracy(model: AnomalyModel, cases: Sequence[CachedCase]) -> dict[str, float]:
+    """Accuracy of the classifier (t = 0, all phases) at telling slices with tumour from those without."""
+    correct, total, pos = 0, 0, 0
+    for case in cases:
+        batch = prepare_slices(
+            case.roi_hu,
+            np.ones(3, bool),
+            case.labels > 0,
+            (3.0, 1.5, 1.5),
+            model.spec,
+            extra=(case.labels == 2).astype(np.float32),
+        )
+        if batch.empty:
+            continue
+        labels = (batch.extra > 0.5).flatten(1).sum(1) >= model.spec.min_tumour_px
+        pm = torch.ones(batch.x.shape[0], 3)
+        logits = model.classifier(
+            batch.x.to(model.device),
+            torch.zeros(len(labels), dtype=torch.long, device=model.device),
+            pm.to(model.device),
+        ).cpu()
+        correct += int(((logits > 0) == labels).sum())
+        total += len(labels)
+        pos += int(labels.sum())
+    return {"slice_accuracy": correct / max(total, 1), "slices": total, "tumour_slices": pos}
+
+
+def format_table(rows: Sequence[Row], threshold: float) -> str:
+    """A Markdown table of the rows."""
+    head = (
+        "| L | S | steps | phases | cases | AUROC (mean per case) | AUROC (pooled) | "
+        f"Dice @ {threshold:.2f} | s / case | passes / slice (ref. 2L) |"
+    )
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        s = r.setting
+        lines.append(
+            f"| {s.noise_level} | {s.guidance:g} | {s.steps} | {s.phases} | {r.cases} | {r.auroc_mean:.3f} | "
+            f"{r.auroc_pooled:.3f} | {r.dice_mean:.3f} | {r.seconds_per_case:.1f} | "
+            f"{r.passes_per_slice} ({2 * s.noise_level}) |"
+        )
+    return "\n".join(lines)
+
+
+def run_grid(
+    model: AnomalyModel,
+    cases: Sequence[CachedCase],
+    grid: Sequence[Setting],
+    threshold: float,
+    log: Callable[[str], None] = print,
+) -> list[Row]:
+    rows = []
+    for setting in grid:
+        row = evaluate_setting(model, cases, setting, threshold)
+        log(
+            f"L={setting.noise_level} S={setting.guidance:g} steps={setting.steps} phases={setting.phases}: "
+            f"AUROC {row.auroc_mean:.3f} (pooled {row.auroc_pooled:.3f}), Dice {row.dice_mean:.3f}, "
+            f"{row.seconds_per_case:.1f} s/case"
+        )
+        rows.append(row)
+    return rows

@@ -1,0 +1,155 @@
+"""The anomaly heatmap of one ROI: DDIM encode to L, guided decode towards "healthy", |difference|.
+
+`AnomalyModel.load()` reads both networks from the registry once; `heatmap()` then runs for any
+number of cases. Per case: prepare the pancreas slices (see `preprocess`), encode and decode all of
+them in one batch on the strided schedule, take |input - reconstruction| averaged over the present
+phases, smooth it slightly in-plane (the networks run at 2 mm, single-pixel differences are noise),
+put it back on the ROI grid inside the dilated pancreas, and normalise it to [0, 1].
+
+Normalisation: divide by max(peak of the case, floor). The floor is a difference that counts as
+"clearly anomalous" (calibrated on validation cases from the training anatomy), so a case with a
+lesion gets a map whose peak is 1, while a healthy case keeps low values instead of having its
+noise stretched to 1 — a fixed threshold then means the same thing in every case.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from PancreasAILib.anomaly.preprocess import PreprocessSpec, prepare_slices, restore
+from PancreasAILib.anomaly.sampler import NoiseSchedule, ddim_decode, ddim_encode, strided_timesteps
+from PancreasAILib.anomaly.weights import freeze, load_networks, specs_of
+from PancreasAILib.models.ddpm import TinyUNet
+from PancreasAILib.models.noise_classifier import NoiseClassifier
+
+
+@dataclass
+class HeatmapResult:
+    """The heatmap of one ROI and how it was made."""
+
+    heatmap: np.ndarray  # float32 (Z, Y, X) in [0, 1], zero outside the dilated pancreas
+    passes_per_slice: int  # network passes per slice (denoiser encode + decode, classifier gradients)
+    seconds: float
+    settings: dict[str, Any] = field(default_factory=dict)  # L, S, steps, seed, model names/versions
+    raw_peak: float = 0.0  # largest un-normalised difference (normalised HU / 100) in the region
+    slices: int = 0  # ROI slices processed
+
+
+def gaussian_blur2d(x: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    """Separable Gaussian blur of (N, 1, H, W), zero-padded."""
+    if sigma_px <= 0:
+        return x
+    radius = max(1, int(3 * sigma_px + 0.5))
+    k = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / sigma_px) ** 2)
+    k = (k / k.sum()).to(x)
+    x = F.conv2d(x, k.view(1, 1, 1, -1), padding=(0, radius))
+    return F.conv2d(x, k.view(1, 1, -1, 1), padding=(radius, 0))
+
+
+class AnomalyModel:
+    """The denoiser and the classifier with their preprocessing; load once, reuse across cases."""
+
+    def __init__(
+        self,
+        ddpm: TinyUNet,
+        classifier: NoiseClassifier,
+        spec: PreprocessSpec,
+        schedule: NoiseSchedule,
+        t_max: int,
+        defaults: dict[str, Any],
+        info: dict[str, Any],
+        device: str = "cpu",
+    ) -> None:
+        self.ddpm = freeze(ddpm.to(device).eval())
+        self.classifier = freeze(classifier.to(device).eval())
+        # crops must be a multiple of both networks' total stride, whatever the stored spec says
+        stride = int(np.lcm.reduce([spec.multiple, ddpm.config.stride, classifier.config.stride]))
+        self.spec = PreprocessSpec.from_dict({**spec.to_dict(), "multiple": stride})
+        self.schedule = schedule
+        self.alpha_bar = schedule.alpha_bar().to(device)
+        self.t_max = t_max
+        self.defaults = defaults
+        self.info = info
+        self.device = device
+        self.max_batch = 96  # slices per forward pass; bounds memory on very long ROIs
+
+    @classmethod
+    def load(cls, device: str = "cpu", root: Path | None = None) -> AnomalyModel:
+        """Both networks from the weight registry (sha256-checked; a mismatch raises WeightsError)."""
+        ddpm, classifier, ddpm_entry, cls_entry = load_networks(device, root)
+        spec, schedule, t_max, defaults = specs_of(ddpm_entry)
+        info = {
+            "ddpm": f"{ddpm_entry.name} {ddpm_entry.version} sha256:{ddpm_entry.sha256[:12]}",
+            "classifier": f"{cls_entry.name} {cls_entry.version} sha256:{cls_entry.sha256[:12]}",
+        }
+        return cls(ddpm, classifier, spec, schedule, t_max, defaults, info, device)
+
+    def reconstruct(
+        self, x: torch.Tensor, phase_mask: torch.Tensor, noise_level: int, guidance: float, steps: int
+    ) -> torch.Tensor:
+        """Encode (N, P, H, W) to `noise_level` and decode it with guidance; batched in chunks."""
+        ts = strided_timesteps(noise_level, steps)
+        out = []
+        for i in range(0, x.shape[0], self.max_batch):
+            xb = x[i : i + self.max_batch].to(self.device)
+            pm = phase_mask[i : i + self.max_batch].to(self.device)
+            x_l = ddim_encode(self.ddpm, xb, pm, self.alpha_bar, ts)
+            out.append(ddim_decode(self.ddpm, x_l, pm, self.alpha_bar, ts, self.classifier, guidance).cpu())
+        return torch.cat(out)
+
+    def heatmap(
+        self,
+        roi_hu: np.ndarray,
+        phase_mask: np.ndarray,
+        pancreas_mask: np.ndarray,
+        spacing_zyx: tuple[float, float, float],
+        *,
+        noise_level: int = 250,
+        guidance: float = 8.0,
+        steps: int = 10,
+        seed: int = 0,
+    ) -> HeatmapResult:
+        """The heatmap of one ROI. `roi_hu` (3, Z, Y, X) HU in PHASE_ORDER; absent phases are ignored."""
+        start = time.perf_counter()
+        if not 1 <= steps <= noise_level <= self.t_max:
+            raise ValueError(
+                f"Need 1 <= steps ({steps}) <= noise_level ({noise_level}) <= {self.t_max}, "
+                "the largest timestep the denoiser was trained on."
+            )
+        torch.manual_seed(seed)  # DDIM (eta = 0) draws nothing; seeded so any future stochastic step is too
+        roi_hu = np.asarray(roi_hu, dtype=np.float32)
+        phase_mask = np.asarray(phase_mask, dtype=bool)
+        batch = prepare_slices(roi_hu, phase_mask, np.asarray(pancreas_mask) > 0, spacing_zyx, self.spec)
+        settings = {
+            "noise_level": noise_level,
+            "guidance": guidance,
+            "steps": steps,
+            "seed": seed,
+            "timesteps": self.schedule.timesteps,
+            "phases_used": [int(v) for v in phase_mask],
+            "floor": self.defaults["floor"],
+            "smooth_mm": self.defaults["smooth_mm"],
+            **self.info,
+        }
+        passes = 2 * steps + (steps if guidance != 0 else 0)
+        if batch.empty:
+            return HeatmapResult(
+                np.zeros(roi_hu.shape[1:], np.float32), passes, time.perf_counter() - start, settings
+            )
+        pm = batch.phase_mask.float()[None].expand(batch.x.shape[0], -1)
+        recon = self.reconstruct(batch.x, pm, noise_level, guidance, steps)
+        keep = pm[:, :, None, None]
+        diff = ((batch.x - recon).abs() * keep).sum(dim=1, keepdim=True) / keep.sum(dim=1, keepdim=True)
+        diff = gaussian_blur2d(diff, self.defaults["smooth_mm"] / self.spec.model_spacing_mm)[:, 0]
+        raw = restore(diff, batch, roi_hu.shape[1:])
+        peak = float(raw.max())
+        heat = np.clip(raw / max(peak, float(self.defaults["floor"]), 1e-6), 0.0, 1.0).astype(np.float32)
+        heat *= batch.dilated
+        return HeatmapResult(heat, passes, time.perf_counter() - start, settings, peak, len(batch.z))

@@ -1,0 +1,87 @@
+"""Lesion candidates from the tumour probability (PANORAMA / report-guided-annotation "dynamic" extraction).
+
+Repeatedly: take the highest remaining probability p, grow the connected region above p / 2.5
+around it, keep it as one lesion (confidence p) when it has at least `min_voxels` voxels, and
+remove it. Each lesion gets its volume, longest axial diameter, centroid (LPS mm) and confidence;
+the detection map holds each lesion's confidence on its voxels (what lesion-level AP is computed on).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage as ndi
+from scipy.spatial.distance import pdist
+
+from PancreasAILib.cascade.grids import voxel_centres_mm
+
+MIN_VOXELS = 10
+RELATIVE_THRESHOLD = 2.5
+
+
+@dataclass
+class LesionCandidate:
+    id: int
+    confidence: float
+    volume_ml: float
+    longest_axial_diameter_mm: float
+    centroid_mm: tuple[float, float, float]
+    voxels: int
+
+
+def extract_lesions(tumour_prob: np.ndarray, grid: sitk.Image, *, min_confidence: float = 0.1,
+                    min_voxels: int = MIN_VOXELS, max_lesions: int = 10,
+                    restrict: np.ndarray | None = None) -> tuple[list[LesionCandidate], np.ndarray]:
+    """Lesions (strongest first) and the detection map (float32, same shape) of a probability on `grid`.
+
+    `restrict`: an optional boolean mask (e.g. the dilated pancreas) outside which nothing is a lesion.
+    """
+    prob = np.asarray(tumour_prob, np.float32).copy()
+    if restrict is not None:
+        prob[~restrict] = 0.0
+    detection = np.zeros_like(prob)
+    spacing_zyx = np.asarray(grid.GetSpacing())[::-1]
+    voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
+    lesions: list[LesionCandidate] = []
+    for _ in range(10 * max_lesions):  # each pass removes one region, kept or not
+        if len(lesions) >= max_lesions:
+            break
+        peak_index = np.unravel_index(int(np.argmax(prob)), prob.shape)
+        peak = float(prob[peak_index])
+        if peak < min_confidence:
+            break
+        regions, _ = ndi.label(prob >= peak / RELATIVE_THRESHOLD)
+        region = regions == regions[peak_index]
+        prob[region] = 0.0
+        count = int(region.sum())
+        if count < min_voxels:
+            continue
+        index = np.argwhere(region)
+        centroid = voxel_centres_mm(grid, index.mean(axis=0, keepdims=True))[0]
+        lesions.append(LesionCandidate(
+            id=len(lesions) + 1, confidence=round(peak, 4), volume_ml=round(count * voxel_ml, 3),
+            longest_axial_diameter_mm=round(longest_axial_diameter(region, spacing_zyx), 1),
+            centroid_mm=tuple(round(float(v), 2) for v in centroid), voxels=count))
+        detection[region] = peak
+    return lesions, detection
+
+
+def longest_axial_diameter(mask: np.ndarray, spacing_zyx: np.ndarray) -> float:
+    """The longest in-plane distance between two voxels of one axial slice (centre to centre, plus a voxel)."""
+    best = 0.0
+    for z in np.unique(np.nonzero(mask)[0]):
+        points = np.argwhere(mask[z]) * spacing_zyx[1:]
+        if len(points) > 400:  # the diameter lies on the outline: subsample the interior away
+            edge = mask[z] & ~ndi.binary_erosion(mask[z])
+            points = np.argwhere(edge) * spacing_zyx[1:]
+        if len(points) >= 2:
+            best = max(best, float(pdist(points).max()))
+    return best + float(spacing_zyx[1:].mean()) if best or mask.any() else 0.0
+
+
+def pdac_likelihood(classifier_probability: float, lesions: list[LesionCandidate]) -> float:
+    """The patient-level score: the mean of the classification head and the strongest lesion's confidence."""
+    strongest = max((lesion.confidence for lesion in lesions), default=0.0)
+    return round(0.5 * float(classifier_probability) + 0.5 * strongest, 4)

@@ -1,0 +1,189 @@
+"""The two-stage cascade on one aligned case: pancreas ROI, tumour network, lesions, back to the reference grid.
+
+`Cascade.load()` reads both networks once (from the verified weight registry), so a batch of cases
+reuses them. `Cascade.run()` takes the phases already on the reference grid and returns everything
+in physical space: the label map on the reference grid, the lesions in LPS mm, the PDAC likelihood,
+and the stage-2 box (HU, pancreas mask) that the anomaly heatmap works on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from scipy import ndimage as ndi
+
+from PancreasAILib.cascade.grids import array_to_grid, grid_for_box, image_box, normalise_hu, resample_onto
+from PancreasAILib.cascade.lesions import LesionCandidate, extract_lesions, pdac_likelihood
+from PancreasAILib.cascade.predict import predict_stage1, predict_stage2
+from PancreasAILib.cascade.spec import StageSpec
+from PancreasAILib.geometry import crop_to_box, mask_bounding_box, paste_into
+from PancreasAILib.models.multiphase import MultiPhaseConfig, MultiPhaseTumourNet
+from PancreasAILib.models.registry import ModelEntry, load_model_weights
+from PancreasAILib.models.unet import CoarseUNet, CoarseUNetConfig
+from PancreasAILib.phases import PHASE_ORDER, Phase
+from PancreasAILib.progress import ProgressCallback, null_progress
+
+STAGE1_MODEL, STAGE2_MODEL = "stage1_pancreas", "stage2_tumour"
+MIN_PANCREAS_ML = 5.0  # a smaller "largest component" is noise, not a gland (PANORAMA glands: 22-112 mL)
+RESTRICT_MARGIN_MM = 10.0
+
+
+@dataclass
+class CascadeResult:
+    pancreas_found: bool
+    reason: str | None
+    labels: sitk.Image  # uint8 0/1/2 on the reference grid
+    detection_map: sitk.Image | None  # float32 on the reference grid (each lesion's confidence)
+    lesions: list[LesionCandidate] = field(default_factory=list)
+    classifier_probability: float | None = None
+    pdac_likelihood: float | None = None
+    roi_grid: sitk.Image | None = None
+    roi_hu: np.ndarray | None = None  # (P, Z, Y, X) HU on the ROI grid, PHASE_ORDER
+    roi_gland: np.ndarray | None = None  # predicted pancreas incl. tumour on the ROI grid
+    phase_mask: np.ndarray | None = None
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Cascade:
+    stage1: torch.nn.Module
+    stage2: MultiPhaseTumourNet
+    spec1: StageSpec
+    spec2: StageSpec
+    entries: list[ModelEntry]
+    device: torch.device
+    restrict_to_pancreas: bool = True
+
+    @classmethod
+    def load(cls, device: str = "cpu", *, stage1: torch.nn.Module | None = None,
+             restrict_to_pancreas: bool = True) -> Cascade:
+        """Both networks from the registry; `stage1` may be replaced by an external pancreas model."""
+        dev = torch.device(device)
+        entries = []
+        if stage1 is None:
+            weights, entry1 = load_model_weights(STAGE1_MODEL)
+            stage1 = CoarseUNet(CoarseUNetConfig.from_dict(entry1.config))
+            stage1.load_state_dict(weights)
+            entries.append(entry1)
+            spec1 = StageSpec.from_dict(entry1.input_spec)
+        else:
+            spec1 = getattr(stage1, "spec", None) or StageSpec.from_dict(load_model_weights(STAGE1_MODEL)[1].input_spec)
+        weights, entry2 = load_model_weights(STAGE2_MODEL)
+        stage2 = MultiPhaseTumourNet(MultiPhaseConfig.from_dict(entry2.config))
+        stage2.load_state_dict(weights)
+        entries.append(entry2)
+        for net in (stage1, stage2):
+            net.to(dev).eval()
+        return cls(stage1, stage2, spec1, StageSpec.from_dict(entry2.input_spec), entries, dev, restrict_to_pancreas)
+
+    def run(self, images: dict[Phase, sitk.Image], reference: sitk.Image,
+            progress: ProgressCallback = null_progress) -> CascadeResult:
+        timings: dict[str, float] = {}
+        mask = np.array([p in images for p in PHASE_ORDER])
+        start = time.perf_counter()
+        progress("stage1", 0.0, "coarse pancreas")
+        s1_grid = grid_for_box(image_box(reference), self.spec1.spacing)
+        s1_prob = self._stage1_probability(images, s1_grid, mask)
+        component = largest_component(s1_prob >= 0.5)
+        volume_ml = float(component.sum() * np.prod(s1_grid.GetSpacing()) / 1000.0)
+        timings["stage1"] = time.perf_counter() - start
+        progress("stage1", 1.0, f"pancreas {volume_ml:.0f} mL")
+        empty = sitk.Image(reference.GetSize(), sitk.sitkUInt8)
+        empty.CopyInformation(reference)
+        if volume_ml < MIN_PANCREAS_ML:
+            reason = (f"stage 1 found no pancreas (largest candidate {volume_ml:.1f} mL < {MIN_PANCREAS_ML} mL); "
+                      "check that the scan covers the upper abdomen and is contrast CT")
+            return CascadeResult(False, reason, empty, None, phase_mask=mask, timings_s=timings)
+
+        start = time.perf_counter()
+        progress("stage2", 0.0, "tumour network")
+        box = mask_bounding_box(array_to_grid(component.astype(np.uint8), s1_grid))
+        assert box is not None
+        roi = grid_for_box(box.expanded(self.spec2.roi_margin_mm), self.spec2.spacing,
+                           min_size=self.spec2.patch[::-1])
+        roi_hu = np.stack([resample_onto(images[p], roi, default=-1024.0) if p in images
+                           else np.full(roi.GetSize()[::-1], -1024.0, np.float32) for p in PHASE_ORDER])
+        prior_image = array_to_grid(np.where(component, s1_prob, 0.0).astype(np.float32), s1_grid)
+        prior = resample_onto(prior_image, roi, smooth=False)
+        network_input = normalise_hu(roi_hu)
+        network_input[~mask] = 0.0
+        probs, classifier = predict_stage2(self.stage2, network_input, prior, mask, self.spec2.patch, self.device)
+        timings["stage2"] = time.perf_counter() - start
+        progress("stage2", 1.0, f"PDAC classifier {classifier:.2f}")
+
+        start = time.perf_counter()
+        progress("lesions", 0.0, "lesion candidates")
+        label_roi = probs.argmax(axis=0).astype(np.uint8)
+        gland = label_roi > 0
+        restrict = None
+        if self.restrict_to_pancreas:
+            restrict = dilate_mm(largest_component(gland), roi.GetSpacing()[::-1], RESTRICT_MARGIN_MM)
+            label_roi[(label_roi == 2) & ~restrict] = 0
+        lesions, detection = extract_lesions(probs[2], roi, restrict=restrict)
+        labels = roi_to_reference(probs, roi, reference, restrict)
+        detection_ref = paste_roi(array_to_grid(detection.astype(np.float32), roi), reference)
+        timings["lesions"] = time.perf_counter() - start
+        progress("lesions", 1.0, f"{len(lesions)} lesion(s)")
+        return CascadeResult(True, None, labels, detection_ref, lesions, classifier,
+                             pdac_likelihood(classifier, lesions), roi, roi_hu, gland, mask, timings)
+
+    def _stage1_probability(self, images: dict[Phase, sitk.Image], grid: sitk.Image, mask: np.ndarray) -> np.ndarray:
+        arrays = np.stack([resample_onto(images[p], grid, default=-1024.0) if p in images
+                           else np.zeros(grid.GetSize()[::-1], np.float32) for p in PHASE_ORDER])
+        network_input = normalise_hu(arrays)
+        network_input[~mask] = 0.0
+        predict = getattr(self.stage1, "predict_probability", None)
+        if predict is not None:  # an external segmenter (nnU-Net, TotalSegmentator) brings its own
+            return predict(arrays, mask, grid)
+        return predict_stage1(self.stage1, network_input, mask, self.spec1.patch, self.device)
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    labels, count = ndi.label(mask)
+    if count == 0:
+        return np.zeros(mask.shape, bool)
+    sizes = ndi.sum_labels(np.ones(mask.shape), labels, index=np.arange(1, count + 1))
+    return labels == (int(np.argmax(sizes)) + 1)
+
+
+def dilate_mm(mask: np.ndarray, spacing_zyx, margin_mm: float) -> np.ndarray:
+    """Dilate by `margin_mm` with an ellipsoid that respects anisotropic voxels."""
+    if not mask.any():
+        return mask
+    distance = ndi.distance_transform_edt(~mask, sampling=spacing_zyx)
+    return distance <= margin_mm
+
+
+def paste_roi(image: sitk.Image, reference: sitk.Image, *, linear: bool = False) -> sitk.Image:
+    """An ROI-grid image on the reference grid, computed only over the reference voxels inside the ROI."""
+    box = image_box(image)
+    template = sitk.Image(reference.GetSize(), sitk.sitkUInt8)
+    template.CopyInformation(reference)
+    try:
+        sub = crop_to_box(template, box)
+    except ValueError:  # the ROI lies outside the scan: nothing to paste
+        out = sitk.Image(reference.GetSize(), image.GetPixelID())
+        out.CopyInformation(reference)
+        return out
+    interp = sitk.sitkLinear if linear else sitk.sitkNearestNeighbor
+    moved = sitk.Resample(image, sub, sitk.Transform(), interp, 0.0, image.GetPixelID())
+    return paste_into(reference, moved)
+
+
+def roi_to_reference(probs: np.ndarray, roi: sitk.Image, reference: sitk.Image,
+                     restrict: np.ndarray | None) -> sitk.Image:
+    """Labels on the reference grid from class probabilities interpolated there (smooth edges, not blocks)."""
+    moved = [sitk.GetArrayFromImage(paste_roi(array_to_grid(p.astype(np.float32), roi), reference, linear=True))
+             for p in probs[1:]]
+    background = 1.0 - moved[0] - moved[1]
+    labels = np.argmax(np.stack([background, *moved]), axis=0).astype(np.uint8)
+    if restrict is not None:
+        allowed = paste_roi(array_to_grid(restrict.astype(np.uint8), roi), reference)
+        labels[(labels == 2) & (sitk.GetArrayViewFromImage(allowed) == 0)] = 0
+    out = sitk.GetImageFromArray(labels)
+    out.CopyInformation(reference)
+    return out

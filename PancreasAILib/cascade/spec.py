@@ -1,0 +1,32 @@
+"""What each stage expects of its input: spacing, patch and ROI margins (stored with the weights).
+
+The defaults are the shipped CPU configuration. Stage 1 follows PANORAMA's coarse model (about
+4 mm in-plane); stage 2 works at 2 x 2 x 3 mm on a box around the pancreas, a compromise between
+PANORAMA's 0.75 x 0.75 x 1.5 mm and what trains on a 2-core CPU (the smallest PANORAMA-quartile
+tumour, 1.1 mL, still spans about 90 voxels).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """Spacing (x, y, z mm), training/inference patch (z, y, x voxels), ROI margins (x, y, z mm)."""
+
+    spacing: tuple[float, float, float]
+    patch: tuple[int, int, int]
+    roi_margin_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    def to_dict(self) -> dict:
+        return {k: list(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> StageSpec:
+        return cls(tuple(data["spacing"]), tuple(data["patch"]), tuple(data.get("roi_margin_mm", (0, 0, 0))))
+
+
+STAGE1 = StageSpec(spacing=(4.0, 4.0, 6.0), patch=(32, 64, 64))
+# Margins around the stage-1 pancreas box: enough to hold a tumour the coarse model cut short.
+STAGE2 = StageSpec(spacing=(2.0, 2.0, 3.0), patch=(24, 64, 64), roi_margin_mm=(24.0, 24.0, 15.0))

@@ -1,0 +1,199 @@
+"""`pancreasai train stage1|stage2|anomaly`: preprocess, train with checkpoints, validate, register weights.
+
+The stages are separate, as in nnU-Net: data comes from the synthesis module on the training split
+of the anatomy maps (`--synthetic N`), from an nnU-Net-raw dataset (`--data`), or for stage 2 from
+correction records exported by the Slicer module (`--corrections`); it is preprocessed once into a
+cache, then trained. Under `torchrun` the same command trains with DDP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from PancreasAILib.cli.common import add_progress_option, make_progress
+from PancreasAILib.errors import InputError
+from PancreasAILib.training.trainer import TrainConfig, Trainer, default_spec
+
+MODEL_NAMES = {1: "stage1_pancreas", 2: "stage2_tumour"}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("train", help="train the stage-1, stage-2 or anomaly models",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    stages = parser.add_subparsers(dest="stage", metavar="STAGE")
+    stages.required = True
+    for stage in (1, 2):
+        sub = stages.add_parser(f"stage{stage}", help=("coarse pancreas network" if stage == 1 else
+                                                       "multi-phase tumour network with the PDAC head"))
+        _add_segmentation_arguments(sub, stage)
+        sub.set_defaults(func=run, stage_number=stage)
+    anomaly = stages.add_parser("anomaly", help="DDPM and noise-conditioned classifier of the anomaly heatmap")
+    try:
+        module = importlib.import_module("PancreasAILib.cli.train_anomaly")
+    except ModuleNotFoundError:
+        anomaly.set_defaults(func=_anomaly_missing)
+    else:
+        module.add_arguments(anomaly)
+        anomaly.set_defaults(func=module.run)
+
+
+def _anomaly_missing(args: argparse.Namespace) -> int:
+    raise InputError("The anomaly trainer is not part of this installation.", "Update PancreasAI.")
+
+
+def _add_segmentation_arguments(parser: argparse.ArgumentParser, stage: int) -> None:
+    data = parser.add_argument_group("data")
+    data.add_argument("--synthetic", type=int, default=0, metavar="N",
+                      help="synthesise N training cases from the train split of --anatomy")
+    data.add_argument("--anatomy", type=Path, default=Path("../shared/data/anatomy"), metavar="DIR",
+                      help="anatomy label maps (default ../shared/data/anatomy), or 'procedural'")
+    data.add_argument("--data", type=Path, metavar="RAW_DIR", help="an nnU-Net-raw dataset (imagesTr/, labelsTr/)")
+    if stage == 2:
+        data.add_argument("--corrections", type=Path, metavar="DIR",
+                          help="fine-tune from correction records exported by the Slicer module")
+    data.add_argument("--cache", type=Path, metavar="DIR", help="preprocessed cases (default RUN/cache)")
+    data.add_argument("--val-cases", type=int, default=8, metavar="N",
+                      help="synthetic validation cases from the training anatomy with another seed (default 8)")
+    data.add_argument("--data-seed", type=int, default=1, help="seed of the synthetic training data (default 1)")
+    data.add_argument("--workers", type=int, default=2, help="processes for synthesis (default 2)")
+    opt = parser.add_argument_group("optimisation")
+    opt.add_argument("--run", type=Path, required=True, metavar="DIR", help="run folder (resumes when it exists)")
+    opt.add_argument("--steps", type=int, default=3000)
+    opt.add_argument("--batch", type=int, default=2)
+    opt.add_argument("--lr", type=float, default=2e-3)
+    opt.add_argument("--seed", type=int, default=0)
+    opt.add_argument("--loss", choices=("hybrid", "ce"), default="hybrid",
+                     help="hybrid: Dice + focal + SSIM (default); ce: cross-entropy only (better calibrated)")
+    opt.add_argument("--boundary", type=float, default=0.0 if stage == 1 else 2.0,
+                     help="extra loss weight on class borders (Qiu et al.; 0 = off)")
+    opt.add_argument("--val-every", type=int, default=250)
+    opt.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    opt.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    opt.add_argument("--channels", type=int, nargs="+", metavar="C", help="widths per level (default: shipped)")
+    if stage == 2:
+        opt.add_argument("--large", action="store_true", help="the DiffuPan-sized network (for GPUs)")
+    parser.add_argument("--register", action="store_true",
+                        help="copy the best weights into Resources/models and record them in the manifest")
+    add_progress_option(parser)
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {name} was asked for, but no CUDA GPU is available.", "Use --device cpu or auto.")
+    return name
+
+
+def _build_cache(args: argparse.Namespace, progress) -> tuple[Path, Path]:
+    from PancreasAILib.synthesis.dataset import resolve_anatomy
+    from PancreasAILib.training.preprocess import build_raw_dataset_cache, build_synthetic_cache
+
+    cache = args.cache or args.run / "cache"
+    val_cache = args.run / "cache_val"
+    corrections = getattr(args, "corrections", None)
+    if corrections is not None:
+        from PancreasAILib.training.corrections_data import build_corrections_cache
+
+        build_corrections_cache(corrections, cache, progress=progress)
+    elif args.data is not None:
+        build_raw_dataset_cache(args.data, cache, progress=progress)
+    elif args.synthetic > 0:
+        sources = resolve_anatomy(args.anatomy, "train")
+        build_synthetic_cache(sources, cache, cases=args.synthetic, seed=args.data_seed, workers=args.workers,
+                              progress=progress)
+    elif not cache.is_dir():
+        raise InputError("No training data was given.",
+                         "Pass --synthetic N (with --anatomy), --data RAW_DIR, --corrections DIR or --cache DIR.")
+    if args.val_cases > 0:
+        sources = resolve_anatomy(args.anatomy, "train")
+        build_synthetic_cache(sources, val_cache, cases=args.val_cases, seed=args.data_seed + 1000,
+                              workers=args.workers, progress=progress)
+    return cache, val_cache
+
+
+def run(args: argparse.Namespace) -> int:
+    from PancreasAILib.training.datasets import load_cache
+
+    stage = args.stage_number
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    progress = make_progress(args.progress)
+    args.run.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(args.device)
+    start = time.perf_counter()
+    cache, val_cache = _build_cache(args, progress)
+    config = TrainConfig(stage=stage, run_dir=args.run, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
+                         loss=args.loss, boundary=args.boundary, val_every=args.val_every, device=device,
+                         channels=tuple(args.channels) if args.channels else None,
+                         large=getattr(args, "large", False), spec=default_spec(stage))
+    if getattr(args, "corrections", None) is not None:
+        config.init_weights = _shipped_weights_file(MODEL_NAMES[2])
+        config.lr = min(config.lr, 2e-4)
+    val = load_cache(val_cache) if val_cache.is_dir() else load_cache(cache)[:2]
+    trainer = Trainer(config, load_cache(cache), val, progress=progress, cache_dir=cache)
+    summary = trainer.fit()
+    minutes = (time.perf_counter() - start) / 60
+    print(json.dumps({"stage": stage, "best": summary, "minutes": round(minutes, 1)}, indent=2))
+    if args.register and int(os.environ.get("RANK", "0")) == 0:
+        entry = register_run(stage, args, summary, minutes)
+        print(f"registered {entry.name} {entry.version} (sha256 {entry.sha256[:12]}…) in the model manifest")
+    return 0
+
+
+def _shipped_weights_file(name: str) -> Path:
+    from PancreasAILib.models.registry import get_entry, locate_weights
+
+    return locate_weights(get_entry(name))
+
+
+def register_run(stage: int, args: argparse.Namespace, summary: dict, minutes: float):
+    from PancreasAILib import __version__
+    from PancreasAILib.models.registry import register_weights
+
+    best = args.run / "best.safetensors"
+    if not best.is_file():
+        raise InputError(f"{best} does not exist: the run has not validated yet.", "Train for more steps.")
+    card = {
+        "intended_use": "Research use only, not for clinical use.",
+        "training_data": describe_cache(args.cache or args.run / "cache"),
+        "command": "pancreasai " + " ".join(sys.argv[1:]),
+        "data_seed": args.data_seed,
+        "training_minutes": round(minutes, 1),
+        "validation": summary.get("metrics", {}),
+        "validation_step": summary.get("step"),
+        "licence": "Weights: research use only (derived from BTCV label maps).",
+    }
+    return register_weights(MODEL_NAMES[stage], best, version=f"{__version__}+s{summary.get('step', 0)}",
+                            config=summary.get("net_config", {}), input_spec=default_spec(stage).to_dict(), card=card)
+
+
+def describe_cache(cache: Path) -> dict:
+    """What the cached training cases are: source, anatomy maps, seeds, intensity models (from their meta)."""
+    import numpy as np
+
+    metas = []
+    for path in sorted(cache.glob("*.npz")):
+        if not path.name.startswith("."):
+            with np.load(path, allow_pickle=False) as data:
+                metas.append(json.loads(str(data["meta"])))
+    sources = Counter(m.get("source", "?") for m in metas)
+    return {
+        "cases": len(metas),
+        "sources": dict(sources),
+        "anatomy_maps": sorted({m["anatomy"] for m in metas if "anatomy" in m}),
+        "seeds": sorted({m["seed"] for m in metas if "seed" in m}),
+        "domain_randomised_cases": sum(bool(m.get("domain_randomised")) for m in metas),
+        "description": ("synthetic multi-phase contrast CT made by PancreasAI's synthesis module from real organ "
+                        "label maps (BTCV via Learn2Reg, research use only; the fixed train split only)"
+                        if sources.get("synthetic") else "preprocessed cases from the given dataset"),
+    }

@@ -1,0 +1,1 @@
+"""Evaluation: segmentation overlap and surface metrics, PANORAMA-style lesion detection, patient AUROC."""

@@ -1,0 +1,93 @@
+"""Training-time augmentation on cached arrays: patches, phase dropout, intensity and prior degradation.
+
+The models are judged on anatomy, intensity models and scanners they never saw, so augmentation
+leans on intensities (per-phase HU gain and offset, noise, blur) rather than on the synthetic
+generator's own statistics, and phase dropout trains every subset of phases (venous-only included).
+All draws come from the generator passed in, so a run is reproducible from its seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from PancreasAILib.cascade.grids import normalise_hu
+
+# Subsets of (arterial, venous, delayed) other than all three, drawn uniformly when dropping phases.
+_SUBSETS = [np.array(m, bool) for m in
+            [(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (0, 1, 1), (1, 0, 1)]]
+
+
+def drop_phases(mask: np.ndarray, rng: np.random.Generator, p_keep_all: float = 0.4) -> np.ndarray:
+    """A random non-empty subset of the present phases (all of them with probability `p_keep_all`)."""
+    if rng.uniform() < p_keep_all or mask.sum() <= 1:
+        return mask.copy()
+    for _ in range(10):
+        subset = _SUBSETS[rng.integers(len(_SUBSETS))] & mask
+        if subset.any():
+            return subset
+    return mask.copy()
+
+
+def crop_start(shape: Sequence[int], patch: Sequence[int], centre: Sequence[float] | None,
+               rng: np.random.Generator, jitter: float = 0.35) -> np.ndarray:
+    """Start index of a `patch` box: around `centre` (with jitter) or anywhere when None; may run off the edge."""
+    shape, patch = np.asarray(shape), np.asarray(patch)
+    if centre is None:
+        return np.array([rng.integers(0, max(s - p, 0) + 1) for s, p in zip(shape, patch, strict=True)])
+    centre = np.asarray(centre) + rng.uniform(-jitter, jitter, 3) * patch
+    return np.round(centre - patch / 2).astype(int)
+
+
+def take_patch(array: np.ndarray, start: np.ndarray, patch: Sequence[int], fill: float) -> np.ndarray:
+    """array[..., start:start+patch] with `fill` where the box leaves the array (leading axes kept)."""
+    lead = array.shape[:-3]
+    out = np.full((*lead, *patch), fill, dtype=array.dtype)
+    spatial = array.shape[-3:]
+    src, dst = [], []
+    for s, n, m in zip(start, patch, spatial, strict=True):
+        lo, hi = max(s, 0), min(s + n, m)
+        if hi <= lo:
+            return out
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - s, hi - s))
+    out[(..., *dst)] = array[(..., *src)]
+    return out
+
+
+def augment_intensity(image_hu: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Per-phase HU gain/offset, smoothing or extra noise (scanner and protocol variety); returns normalised."""
+    out = image_hu.astype(np.float32)
+    for p in np.nonzero(mask)[0]:
+        channel = out[p]
+        if rng.uniform() < 0.2:
+            ndi.gaussian_filter(channel, rng.uniform(0.3, 0.9), output=channel)
+        gain, offset = rng.uniform(0.85, 1.15), rng.uniform(-25.0, 25.0)
+        soft = (channel > -300) & (channel < 400)  # scale around soft tissue, keep air and fat in place
+        channel[soft] = (channel[soft] - 40.0) * gain + 40.0 + offset
+        if rng.uniform() < 0.3:
+            channel += rng.normal(0.0, rng.uniform(3.0, 15.0), channel.shape).astype(np.float32)
+    normalised = normalise_hu(out)
+    normalised[~mask] = 0.0
+    return normalised
+
+
+def degrade_prior(prior: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A stage-1 probability as a real coarse model would give it: shifted, sharper or softer, sometimes absent."""
+    if rng.uniform() < 0.1:
+        return np.zeros_like(prior, dtype=np.float32)
+    out = prior.astype(np.float32)
+    shift = rng.integers(-2, 3, size=3) * np.array([0, 1, 1]) + rng.integers(-1, 2, size=3) * np.array([1, 0, 0])
+    out = np.roll(out, tuple(int(s) for s in shift), axis=(0, 1, 2))
+    out = np.clip(out, 0.0, 1.0) ** rng.uniform(0.5, 2.0) * rng.uniform(0.7, 1.0)
+    return out
+
+
+def mirror(arrays: list[np.ndarray], rng: np.random.Generator, axes: Sequence[int] = (-1, -2)) -> list[np.ndarray]:
+    """Random flips along in-plane axes, applied identically to every array (nnU-Net's mirroring)."""
+    for axis in axes:
+        if rng.uniform() < 0.5:
+            arrays = [np.flip(a, axis=axis) for a in arrays]
+    return [np.ascontiguousarray(a) for a in arrays]

@@ -1,0 +1,103 @@
+"""Patch samplers over the preprocessed cache: one for each stage, plus the correction records.
+
+Cases are held in memory (a few MB each) and patches cut per step, with nnU-Net's foreground
+oversampling: a share of stage-2 patches is centred on a tumour voxel, so small tumours are seen
+often enough, the rest anywhere in the pancreas box.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from PancreasAILib.errors import InputError
+from PancreasAILib.training.augment import (
+    augment_intensity,
+    crop_start,
+    degrade_prior,
+    drop_phases,
+    mirror,
+    take_patch,
+)
+from PancreasAILib.training.preprocess import load_case
+
+TUMOUR_PATCH_MIN_VOXELS = 10  # a patch counts as "PDAC" for the classifier from this many tumour voxels
+
+
+def cached_names(folder: Path) -> list[str]:
+    """File names of the complete cases in a cache folder (hidden names are files still being written)."""
+    return sorted(p.name for p in Path(folder).glob("*.npz") if not p.name.startswith("."))
+
+
+def load_cache(folder: Path, limit: int | None = None) -> list[dict[str, np.ndarray]]:
+    paths = [Path(folder) / n for n in cached_names(folder)]
+    if not paths:
+        raise InputError(f"No preprocessed cases (*.npz) in {folder}.",
+                         "Run `pancreasai train ... --synthetic N` or `--data RAW_DATASET` to build the cache first.")
+    return [load_case(p) for p in paths[:limit]]
+
+
+class PatchSampler:
+    """Random training batches for one stage from cached cases.
+
+    stage 1: image (B, P, Z, Y, X), mask (B, P), label (B, Z, Y, X) in {0, 1}
+    stage 2: adds prior (B, 1, Z, Y, X), label in {0, 1, 2}, and pdac (B,) patch labels.
+    """
+
+    def __init__(self, cases: Sequence[dict[str, np.ndarray]], stage: int, patch: Sequence[int], seed: int,
+                 tumour_fraction: float = 0.5, phase_dropout: bool = True) -> None:
+        if stage not in (1, 2):
+            raise ValueError("stage must be 1 or 2")
+        self.cases = list(cases)
+        self.stage = stage
+        self.patch = tuple(patch)
+        self.rng = np.random.default_rng(seed)
+        self.tumour_fraction = tumour_fraction
+        self.phase_dropout = phase_dropout
+        self._tumour_voxels: list[np.ndarray | None] = []
+        self._gland_voxels: list[np.ndarray] = []
+        self._index(self.cases)
+
+    def _index(self, cases: Sequence[dict[str, np.ndarray]]) -> None:
+        key = "s2_label" if self.stage == 2 else "s1_label"
+        self._tumour_voxels += [np.argwhere(c[key] == 2) if self.stage == 2 else None for c in cases]
+        self._gland_voxels += [np.argwhere(c[key] > 0) for c in cases]
+
+    def add(self, cases: Sequence[dict[str, np.ndarray]]) -> None:
+        """Take in cases that appeared since (a cache still being built beside the training)."""
+        self.cases += list(cases)
+        self._index(cases)
+
+    def sample(self) -> dict[str, np.ndarray]:
+        rng = self.rng
+        index = int(rng.integers(len(self.cases)))
+        case = self.cases[index]
+        prefix = "s2_" if self.stage == 2 else "s1_"
+        image, label = case[prefix + "image"], case[prefix + "label"]
+        tumour = self._tumour_voxels[index]
+        gland = self._gland_voxels[index]
+        if self.stage == 2 and tumour is not None and len(tumour) and rng.uniform() < self.tumour_fraction:
+            centre = tumour[rng.integers(len(tumour))]
+        elif len(gland) and rng.uniform() < (0.9 if self.stage == 2 else 0.6):
+            centre = gland[rng.integers(len(gland))]
+        else:
+            centre = None
+        start = crop_start(label.shape, self.patch, centre, rng)
+        img = take_patch(image, start, self.patch, -1024)
+        lab = take_patch(label, start, self.patch, 0)
+        mask = drop_phases(case["phase_mask"], rng) if self.phase_dropout else case["phase_mask"].copy()
+        out = {"image": augment_intensity(img, mask, rng), "mask": mask}
+        if self.stage == 2:
+            prior = degrade_prior(take_patch(case["s2_prior"], start, self.patch, 0.0), rng)
+            out["image"], lab, prior = mirror([out["image"], lab, prior], rng)
+            out["prior"] = prior[None]
+            out["pdac"] = np.array(int((lab == 2).sum() >= TUMOUR_PATCH_MIN_VOXELS))
+        out["label"] = lab.astype(np.int64)
+        return out
+
+    def batch(self, size: int) -> dict[str, torch.Tensor]:
+        samples = [self.sample() for _ in range(size)]
+        return {k: torch.from_numpy(np.stack([s[k] for s in samples])) for k in samples[0]}

@@ -1,0 +1,194 @@
+"""The anomaly heatmap engine: preprocessing, the heatmap contract, missing phases, registry loading.
+
+Networks here are tiny and random (weights registered into a temporary Resources folder), so the
+tests check the plumbing and the contract, not the quality; the quality check with the shipped
+weights on held-out anatomy runs only when those weights and ../shared/data are present.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from PancreasAILib.anomaly import AnomalyModel, HeatmapResult
+from PancreasAILib.anomaly.metrics import auroc, case_metrics, dice
+from PancreasAILib.anomaly.preprocess import PreprocessSpec, dilate_mm, prepare_slices, restore
+from PancreasAILib.anomaly.weights import register_anomaly_weights, update_heatmap_settings
+from PancreasAILib.models.ddpm import DDPMConfig, TinyUNet
+from PancreasAILib.models.noise_classifier import NoiseClassifier, NoiseClassifierConfig
+from PancreasAILib.models.registry import WeightsError, read_manifest, save_weights
+from PancreasAILib.training.anomaly_trainer import TrainConfig
+
+SPACING = (3.0, 1.5, 1.5)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks run fastest on one thread; several would only fight over a busy CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def phantom_roi(shape=(12, 60, 80), seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(3, Z, Y, X) HU with a bright ellipse "pancreas", a darker "tumour" in it, fat around; labels."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
+    pancreas = ((y - 30) / 10) ** 2 + ((x - 40) / 25) ** 2 + ((z - 6) / 5) ** 2 < 1
+    tumour = ((y - 30) / 5) ** 2 + ((x - 45) / 5) ** 2 + ((z - 6) / 2) ** 2 < 1
+    labels = np.where(tumour, 2, np.where(pancreas, 1, 0)).astype(np.uint8)
+    roi = np.full((3, *shape), -100.0, np.float32)
+    for c, (gland, lesion) in enumerate(((120, 65), (95, 70), (75, 65))):
+        roi[c][pancreas] = gland
+        roi[c][tumour] = lesion
+    roi += rng.normal(0, 12, roi.shape).astype(np.float32)
+    return roi, labels, labels > 0
+
+
+def tiny_networks(seed: int = 0) -> tuple[TinyUNet, NoiseClassifier]:
+    torch.manual_seed(seed)
+    ddpm = TinyUNet(DDPMConfig(base=8, mults=(1, 2), emb=16))
+    for p in ddpm.parameters():  # zero-initialised output layers would make every map zero
+        p.data.add_(0.05 * torch.randn_like(p))
+    return ddpm, NoiseClassifier(NoiseClassifierConfig(base=8, mults=(1, 2), emb=16))
+
+
+@pytest.fixture()
+def registry_root(tmp_path: Path) -> Path:
+    """A temporary Resources/models with tiny random anomaly networks registered."""
+    ddpm, clf = tiny_networks()
+    cfg = TrainConfig(model="ddpm", out_dir=tmp_path, ddpm=ddpm.config, classifier=clf.config, t_max=300)
+    record = {**cfg.record(), "iterations_done": 0}
+    root = tmp_path / "models"
+    for which, net in (("ddpm", ddpm), ("classifier", clf)):
+        weights = save_weights(net.state_dict(), tmp_path / f"{which}.safetensors")
+        register_anomaly_weights(which, weights, record, version="test", card={"note": "test"}, root=root)
+    return root
+
+
+def test_dilate_mm_is_physical():
+    mask = np.zeros((9, 21, 21), bool)
+    mask[4, 10, 10] = True
+    out = dilate_mm(mask, (3.0, 1.0, 1.0), 3.0)
+    assert out[4, 10, 13] and not out[4, 10, 14]  # 3 mm in-plane = 3 voxels
+    assert out[5, 10, 10] and not out[6, 10, 10]  # 3 mm through-plane = 1 slice
+
+
+@pytest.mark.parametrize("shape,spacing", [((12, 60, 80), SPACING), ((7, 45, 33), (2.5, 0.8, 0.8))])
+def test_prepare_and_restore_handle_any_roi(shape, spacing):
+    roi, _, mask = phantom_roi(shape)
+    spec = PreprocessSpec()
+    batch = prepare_slices(roi, np.array([True, True, False]), mask, spacing, spec)
+    assert (
+        batch.x.shape[1] == 3
+        and batch.x.shape[2] % spec.multiple == 0
+        and batch.x.shape[3] % spec.multiple == 0
+    )
+    assert batch.x[:, 2].abs().max() == 0  # the missing phase is zero
+    assert batch.x.abs().max() <= spec.clip + 1e-5
+    back = restore(torch.ones(batch.x.shape[0], *batch.x.shape[2:]), batch, shape)
+    assert back.shape == shape
+    assert back[~batch.dilated].max() == 0
+    assert back[mask].min() > 0.9  # the whole pancreas is covered by the crop
+
+
+def test_metrics():
+    assert auroc(np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 0, 1, 1])) == 1.0
+    assert auroc(np.array([0.9, 0.8, 0.2, 0.1]), np.array([0, 0, 1, 1])) == 0.0
+    assert auroc(np.ones(4), np.array([0, 0, 1, 1])) == 0.5
+    assert np.isnan(auroc(np.ones(3), np.zeros(3)))
+    assert dice(np.array([1, 1, 0, 0]), np.array([1, 0, 0, 0])) == pytest.approx(2 / 3)
+    m = case_metrics(np.array([0.0, 0.1, 0.9]), np.array([1, 1, 2]), 0.5)
+    assert m["auroc"] == 1.0 and m["dice"] == 1.0
+
+
+def test_heatmap_contract_zero_outside_mask_and_missing_phases(registry_root):
+    model = AnomalyModel.load(root=registry_root)
+    roi, _, mask = phantom_roi()
+    result = model.heatmap(roi, np.ones(3, bool), mask, SPACING, noise_level=100, guidance=4.0, steps=4)
+    assert isinstance(result, HeatmapResult)
+    heat = result.heatmap
+    assert heat.dtype == np.float32 and heat.shape == mask.shape
+    assert heat.min() >= 0 and heat.max() <= 1 and heat.max() > 0
+    dilated = dilate_mm(mask, SPACING, model.spec.dilation_mm)
+    assert heat[~dilated].max() == 0
+    assert result.passes_per_slice == 12  # 4 encode + 4 decode + 4 classifier gradients
+    assert result.settings["noise_level"] == 100 and result.settings["seed"] == 0
+    assert "anomaly_ddpm test" in result.settings["ddpm"]
+    # venous only: garbage (even NaN) in the absent channels is never read
+    venous = np.array([False, True, False])
+    a = model.heatmap(roi, venous, mask, SPACING, noise_level=100, steps=4).heatmap
+    garbage = roi.copy()
+    garbage[[0, 2]] = np.nan
+    b = model.heatmap(garbage, venous, mask, SPACING, noise_level=100, steps=4).heatmap
+    assert np.isfinite(b).all() and np.array_equal(a, b) and a.max() > 0
+    # deterministic
+    again = model.heatmap(roi, np.ones(3, bool), mask, SPACING, noise_level=100, guidance=4.0, steps=4)
+    assert np.array_equal(heat, again.heatmap)
+
+
+def test_heatmap_rejects_bad_settings_and_handles_empty_masks(registry_root):
+    model = AnomalyModel.load(root=registry_root)
+    roi, _, mask = phantom_roi()
+    with pytest.raises(ValueError, match="largest timestep"):
+        model.heatmap(roi, np.ones(3, bool), mask, SPACING, noise_level=900)
+    with pytest.raises(ValueError, match="phase"):
+        model.heatmap(roi, np.zeros(3, bool), mask, SPACING, noise_level=100, steps=2)
+    empty = model.heatmap(roi, np.ones(3, bool), np.zeros_like(mask), SPACING, noise_level=100, steps=2)
+    assert empty.heatmap.shape == mask.shape and empty.heatmap.max() == 0
+
+
+def test_registry_checksum_mismatch_fails_clearly(registry_root):
+    entry = read_manifest(registry_root)["anomaly_classifier"]
+    assert entry.config["base"] == 8 and entry.input_spec["t_max"] == 300
+    path = registry_root / entry.file
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="checksum"):
+        AnomalyModel.load(root=registry_root)
+
+
+def test_calibrated_settings_are_kept_with_the_weights(registry_root):
+    update_heatmap_settings({"floor": 0.123, "threshold": 0.4}, root=registry_root)
+    model = AnomalyModel.load(root=registry_root)
+    assert model.defaults["floor"] == 0.123 and model.defaults["threshold"] == 0.4
+    manifest = json.loads((registry_root / "manifest.json").read_text())
+    assert manifest["models"]["anomaly_ddpm"]["input_spec"]["heatmap"]["threshold"] == 0.4
+
+
+@pytest.mark.shared
+def test_shipped_model_finds_a_tumour_on_heldout_anatomy(shared_data):
+    """The registered weights (if trained) on one fresh case from a held-out map, venous only too."""
+    import SimpleITK as sitk
+
+    from PancreasAILib.phases import PHASE_ORDER
+    from PancreasAILib.synthesis import load_anatomy
+    from PancreasAILib.synthesis.case import synthesize_case
+    from PancreasAILib.training.anomaly_data import fast_config
+
+    if "anomaly_ddpm" not in read_manifest():
+        pytest.skip("no anomaly weights registered in Resources/models")
+    torch.set_num_threads(1)
+    model = AnomalyModel.load()
+    case = synthesize_case(
+        load_anatomy(shared_data / "anatomy" / "btcv_l2r" / "0027.nii.gz"),
+        fast_config(False, 1.0),
+        seed=77,
+        case_index=0,
+    )
+    labels = sitk.GetArrayFromImage(case.labels)
+    box = tuple(
+        slice(max(a - 4, 0), b + 5)
+        for a, b in zip(np.argwhere(labels > 0).min(0), np.argwhere(labels > 0).max(0), strict=True)
+    )
+    roi = np.stack([sitk.GetArrayFromImage(case.phases[p])[box] for p in PHASE_ORDER]).astype(np.float32)
+    labels = labels[box]
+    for phases in (np.ones(3, bool), np.array([False, True, False])):
+        result = model.heatmap(roi, phases, labels > 0, SPACING)
+        assert case_metrics(result.heatmap, labels, 0.5)["auroc"] > 0.7

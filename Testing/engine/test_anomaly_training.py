@@ -1,0 +1,116 @@
+"""Anomaly training data and trainer: phase dropout, image-level labels, checkpoints and resume, CLIs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from PancreasAILib.anomaly.preprocess import PreprocessSpec
+from PancreasAILib.models.ddpm import DDPMConfig
+from PancreasAILib.models.noise_classifier import NoiseClassifierConfig
+from PancreasAILib.training.anomaly_data import (
+    CacheSpec,
+    SliceBank,
+    list_cases,
+    load_cached_case,
+    make_cached_case,
+    random_phase_mask,
+)
+from PancreasAILib.training.anomaly_trainer import TrainConfig, train_anomaly_model
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def write_fake_cases(folder: Path, n: int = 2) -> list[Path]:
+    """Cached-case files like the synthesis cache writes, from a simple phantom."""
+    from test_anomaly_heatmap import phantom_roi
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        roi, labels, _ = phantom_roi(seed=i)
+        meta = {"index": i, "anatomy": "phantom", "spacing_xyz": [1.5, 1.5, 3.0], "domain_randomise": False}
+        np.savez_compressed(
+            folder / f"case_{i:04d}.npz", roi_hu=roi.astype(np.int16), labels=labels, meta=json.dumps(meta)
+        )
+    return list_cases(folder)
+
+
+def test_phase_dropout_masks():
+    masks = random_phase_mask(np.random.default_rng(0), 4000, p_all=0.4)
+    assert masks.any(axis=1).all()  # never empty
+    assert 0.35 < masks.all(axis=1).mean() < 0.45
+    venous_only = (masks == np.array([False, True, False])).all(axis=1).mean()
+    assert venous_only > 0.05
+
+
+def test_slice_bank_gives_image_level_labels(tmp_path):
+    bank = SliceBank(write_fake_cases(tmp_path / "cache"), PreprocessSpec())
+    assert len(bank) > 0 and 0 < bank.positive_fraction < 1
+    rng = np.random.default_rng(0)
+    crop, tumour_px = bank.crop(rng, 64)
+    assert crop.shape == (3, 64, 64) and crop.dtype == np.float32 and tumour_px >= 0
+    crops, labels = bank.labelled_batch(rng, 8, 64)
+    assert crops.shape == (8, 3, 64, 64) and labels.tolist() == [1, 0] * 4
+    assert bank.healthy_batch(rng, 4, 64).shape == (4, 3, 64, 64)
+
+
+@pytest.mark.parametrize("which", ["ddpm", "classifier"])
+def test_trainer_checkpoints_and_resumes(tmp_path, which):
+    bank = SliceBank(write_fake_cases(tmp_path / "cache"), PreprocessSpec())
+    cfg = TrainConfig(
+        model=which,
+        out_dir=tmp_path / "run",
+        iterations=3,
+        batch=4,
+        log_every=1,
+        ddpm=DDPMConfig(base=8, mults=(1, 2), emb=16),
+        classifier=NoiseClassifierConfig(base=8, mults=(1, 2), emb=16),
+    )
+    first = train_anomaly_model(cfg, bank, log=lambda m: None)
+    assert first.iterations == 3 and np.isfinite(first.final_loss)
+    assert (tmp_path / "run" / f"{which}_checkpoint.pt").is_file()
+    messages: list[str] = []
+    cfg.iterations = 5
+    second = train_anomaly_model(cfg, bank, log=messages.append)
+    assert second.iterations == 5 and any("resumed at iteration 3" in m for m in messages)
+    state = load_file(str(second.weights))
+    assert state and all(torch.isfinite(v).all() for v in state.values())
+    record = json.loads((tmp_path / "run" / f"anomaly_{which}.json").read_text())
+    assert record["iterations_done"] == 5 and record["seed"] == 0
+
+
+def test_cli_arguments_parse():
+    from PancreasAILib.cli import evaluate_heatmap, train_anomaly
+
+    parser = argparse.ArgumentParser()
+    train_anomaly.add_arguments(parser)
+    args = parser.parse_args(
+        ["--model", "ddpm", "--ddpm-base", "48", "--ddpm-mults", "1,2,4", "--minutes", "1"]
+    )
+    assert args.ddpm_base == 48 and args.ddpm_mults == (1, 2, 4) and args.model == "ddpm"
+    parser = argparse.ArgumentParser()
+    evaluate_heatmap.add_arguments(parser)
+    args = parser.parse_args(["--setting", "250:8:10:v", "--setting", "150:0:5"])
+    assert [s.phases for s in args.setting] == ["v", "avd"] and args.setting[1].guidance == 0.0
+
+
+@pytest.mark.shared
+def test_cached_case_from_training_anatomy(shared_data, tmp_path):
+    spec = CacheSpec(str(shared_data / "anatomy"), "train", 1, seed=5)
+    case = load_cached_case(make_cached_case(spec, 0, tmp_path))
+    assert case.roi_hu.shape[0] == 3 and case.roi_hu.shape[1:] == case.labels.shape
+    assert (case.labels == 1).any()
+    assert case.meta["split"] == "train" and case.meta["anatomy"].startswith("btcv_l2r/00")
+    assert int(case.meta["anatomy"][-4:]) not in range(25, 31)  # never a held-out map
