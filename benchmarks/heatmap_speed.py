@@ -42,7 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    build_cache(CacheSpec(str(args.anatomy), "heldout", args.cases, seed=1001, p_tumour=1.0), args.cache)
+    build_cache(
+        CacheSpec(str(args.anatomy), "heldout", args.cases, seed=1001, dr_fraction=0.0, p_tumour=1.0),
+        args.cache,
+    )
     cases = [load_cached_case(p) for p in list_cases(args.cache)[: args.cases]]
     spacing = (3.0, 1.5, 1.5)
     n_slices = [int(dilate_mm(c.labels > 0, spacing, 6.0).any(axis=(1, 2)).sum()) for c in cases]

@@ -39,7 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     build_cache(
-        CacheSpec(str(args.anatomy), "heldout", max(args.cases) + 1, seed=1001, p_tumour=1.0), args.cache
+        CacheSpec(
+            str(args.anatomy), "heldout", max(args.cases) + 1, seed=1001, dr_fraction=0.0, p_tumour=1.0
+        ),
+        args.cache,
     )
     paths = list_cases(args.cache)
     model = AnomalyModel.load()

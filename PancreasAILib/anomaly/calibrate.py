@@ -1,4 +1,5 @@
-"""Calibration of the heatmap's normalisation floor and fixed threshold, on training anatomy only.
+"""Calibration of the heatmap's guidance scale, normalisation floor and fixed threshold, on training
+anatomy only.
 
 Held-out anatomy must not tune anything that is then reported on it, so both numbers are fitted
 on validation cases synthesised from the training maps with a different seed:
@@ -16,7 +17,7 @@ import numpy as np
 
 from PancreasAILib.anomaly.evaluation import Setting, raw_maps
 from PancreasAILib.anomaly.heatmap import AnomalyModel
-from PancreasAILib.anomaly.metrics import dice
+from PancreasAILib.anomaly.metrics import auroc, dice
 from PancreasAILib.anomaly.weights import update_heatmap_settings
 from PancreasAILib.training.anomaly_data import CacheSpec, build_cache, list_cases, load_cached_case
 
@@ -44,36 +45,60 @@ def calibrate_and_record(
     anatomy: Path,
     cache: Path,
     seed: int = 2001,
-    cases: int = 10,
-    setting: Setting | None = None,
+    cases: int = 8,
+    guidances: tuple[float, ...] = (30.0, 100.0, 300.0, 1000.0),
+    smooth_mm: float = 4.0,
+    base: Setting | None = None,
     root: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Make validation cases from the training anatomy, fit floor and threshold, store them with the weights."""
-    setting = setting or Setting()
-    build_cache(CacheSpec(str(anatomy), "train", cases, seed=seed, p_tumour=1.0), cache)
+    """Make validation cases from the training anatomy, choose the guidance scale (best mean AUROC),
+    fit floor and threshold at it, and store all three with the weights.
+
+    The guidance scale must be chosen per trained classifier: S multiplies the classifier's gradient,
+    whose size depends on its architecture and pooling, so the reference's S = 5-10 does not carry over.
+    """
+    base = base or Setting()
+    build_cache(CacheSpec(str(anatomy), "train", cases, seed=seed, dr_fraction=0.0, p_tumour=1.0), cache)
     data = [load_cached_case(p) for p in list_cases(cache)[:cases]]
+    labels = [c.labels for c in data]
     model = AnomalyModel.load(root=root)
     model.defaults["floor"] = 0.0  # raw maps, scaled later
-    results = raw_maps(model, data, setting)
+    model.defaults["smooth_mm"] = smooth_mm
+    best: tuple[float, float, list] = (-1.0, base.guidance, [])
+    for guidance in guidances:
+        setting = Setting(base.noise_level, guidance, base.steps)
+        results = raw_maps(model, data, setting)
+        score = float(
+            np.nanmean(
+                [auroc(r.heatmap[lab > 0], lab[lab > 0] == 2) for r, lab in zip(results, labels, strict=True)]
+            )
+        )
+        log(f"validation S={guidance:g}: mean AUROC {score:.3f}")
+        if score > best[0]:
+            best = (score, guidance, results)
+    val_auroc, guidance, results = best
     raws = [r.heatmap * r.raw_peak for r in results]  # undo the peak normalisation (floor 0 above)
-    floor, threshold, val_dice = fit_floor_and_threshold(raws, [c.labels for c in data])
+    floor, threshold, val_dice = fit_floor_and_threshold(raws, labels)
     settings = {
         "floor": round(floor, 4),
         "threshold": threshold,
-        "noise_level": setting.noise_level,
-        "guidance": setting.guidance,
-        "steps": setting.steps,
+        "noise_level": base.noise_level,
+        "guidance": guidance,
+        "steps": base.steps,
+        "smooth_mm": smooth_mm,
         "calibration": {
             "cases": len(data),
             "seed": seed,
-            "split": "train (validation seed)",
+            "split": "train anatomy (validation seed)",
+            "guidances_tried": list(guidances),
+            "validation_auroc": round(val_auroc, 4),
             "validation_dice": round(val_dice, 4),
         },
     }
     update_heatmap_settings(settings, root)
     log(
-        f"calibrated on {len(data)} training-anatomy cases: floor {floor:.4f}, threshold {threshold:.2f} "
-        f"(validation Dice {val_dice:.3f})"
+        f"calibrated on {len(data)} training-anatomy cases: S {guidance:g}, floor {floor:.4f}, "
+        f"threshold {threshold:.2f} (validation AUROC {val_auroc:.3f}, Dice {val_dice:.3f})"
     )
     return settings

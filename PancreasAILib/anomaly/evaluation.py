@@ -29,24 +29,21 @@ class Setting:
     guidance: float = 8.0
     steps: int = 10
     phases: str = "avd"  # which phases are given to the model, e.g. "v" for venous only
+    encoding: str = "ddim"  # or "noise" (seeded forward process instead of DDIM inversion)
 
     def phase_mask(self) -> np.ndarray:
         return np.array([c in self.phases for c in PHASE_LETTERS], dtype=bool)
 
 
-def default_grid() -> list[Setting]:
-    """The table: the operating point, then L, S and steps varied one at a time, then missing phases."""
-    return [
-        Setting(250, 8.0, 10),
-        Setting(150, 8.0, 10),
-        Setting(350, 8.0, 10),
-        Setting(250, 0.0, 10),
-        Setting(250, 4.0, 10),
-        Setting(250, 16.0, 10),
-        Setting(250, 8.0, 5),
-        Setting(250, 8.0, 10, "v"),
-        Setting(250, 8.0, 10, "av"),
-    ]
+def default_grid(defaults: dict | None = None) -> list[Setting]:
+    """The table: the operating point (calibrated L, S, steps), then L, S and steps varied one at a
+    time (S = 0 and the reference's S = 8 included), then missing phases."""
+    d = {"noise_level": 250, "guidance": 8.0, "steps": 10, **(defaults or {})}
+    L, S, n = int(d["noise_level"]), float(d["guidance"]), int(d["steps"])
+    rows = [Setting(L, S, n), Setting(150, S, n), Setting(350, S, n), Setting(L, 0.0, n)]
+    rows += [Setting(L, 8.0, n)] if S != 8.0 else [Setting(L, 3 * S, n)]
+    rows += [Setting(L, S, 5), Setting(L, S, n, "v"), Setting(L, S, n, "av")]
+    return list(dict.fromkeys(rows))
 
 
 @dataclass
@@ -79,6 +76,7 @@ def raw_maps(
             noise_level=setting.noise_level,
             guidance=setting.guidance,
             steps=setting.steps,
+            encoding=setting.encoding,
         )
         for c in cases
     ]
@@ -134,14 +132,14 @@ def slice_accuracy(model: AnomalyModel, cases: Sequence[CachedCase]) -> dict[str
 def format_table(rows: Sequence[Row], threshold: float) -> str:
     """A Markdown table of the rows."""
     head = (
-        "| L | S | steps | phases | cases | AUROC (mean per case) | AUROC (pooled) | "
+        "| L | S | steps | phases | encoding | cases | AUROC (mean per case) | AUROC (pooled) | "
         f"Dice @ {threshold:.2f} | s / case | passes / slice (ref. 2L) |"
     )
-    lines = [head, "|" + "---|" * 10]
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
         s = r.setting
         lines.append(
-            f"| {s.noise_level} | {s.guidance:g} | {s.steps} | {s.phases} | {r.cases} | {r.auroc_mean:.3f} | "
+            f"| {s.noise_level} | {s.guidance:g} | {s.steps} | {s.phases} | {s.encoding} | {r.cases} | {r.auroc_mean:.3f} | "
             f"{r.auroc_pooled:.3f} | {r.dice_mean:.3f} | {r.seconds_per_case:.1f} | "
             f"{r.passes_per_slice} ({2 * s.noise_level}) |"
         )

@@ -3,7 +3,7 @@
 `AnomalyModel.load()` reads both networks from the registry once; `heatmap()` then runs for any
 number of cases. Per case: prepare the pancreas slices (see `preprocess`), encode and decode all of
 them in one batch on the strided schedule, take |input - reconstruction| averaged over the present
-phases, smooth it slightly in-plane (the networks run at 2 mm, single-pixel differences are noise),
+phases, smooth it in-plane (sigma 4 mm: the networks run at 2 mm and single-pixel differences are noise),
 put it back on the ROI grid inside the dilated pancreas, and normalise it to [0, 1].
 
 Normalisation: divide by max(peak of the case, floor). The floor is a difference that counts as
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from PancreasAILib.anomaly.preprocess import PreprocessSpec, prepare_slices, restore
-from PancreasAILib.anomaly.sampler import NoiseSchedule, ddim_decode, ddim_encode, strided_timesteps
+from PancreasAILib.anomaly.sampler import NoiseSchedule, ddim_decode, ddim_encode, q_sample, strided_timesteps
 from PancreasAILib.anomaly.weights import freeze, load_networks, specs_of
 from PancreasAILib.models.ddpm import TinyUNet
 from PancreasAILib.models.noise_classifier import NoiseClassifier
@@ -92,16 +92,40 @@ class AnomalyModel:
         return cls(ddpm, classifier, spec, schedule, t_max, defaults, info, device)
 
     def reconstruct(
-        self, x: torch.Tensor, phase_mask: torch.Tensor, noise_level: int, guidance: float, steps: int
+        self,
+        x: torch.Tensor,
+        phase_mask: torch.Tensor,
+        noise_level: int,
+        guidance: float,
+        steps: int,
+        encoding: str = "ddim",
+        seed: int = 0,
     ) -> torch.Tensor:
-        """Encode (N, P, H, W) to `noise_level` and decode it with guidance; batched in chunks."""
+        """Encode (N, P, H, W) to `noise_level` and decode it with guidance; batched in chunks.
+
+        `encoding`: "ddim" (deterministic inversion, the reference) or "noise" (the forward process
+        q(x_L | x_0) with seeded Gaussian noise: no encoder passes, and the noise hides the lesion
+        from the healthy-only denoiser instead of encoding it, so decoding heals it even without
+        guidance).
+        """
         ts = strided_timesteps(noise_level, steps)
+        gen = torch.Generator().manual_seed(int(seed))
         out = []
         for i in range(0, x.shape[0], self.max_batch):
             xb = x[i : i + self.max_batch].to(self.device)
             pm = phase_mask[i : i + self.max_batch].to(self.device)
-            x_l = ddim_encode(self.ddpm, xb, pm, self.alpha_bar, ts)
-            out.append(ddim_decode(self.ddpm, x_l, pm, self.alpha_bar, ts, self.classifier, guidance).cpu())
+            if encoding == "ddim":
+                x_l = ddim_encode(self.ddpm, xb, pm, self.alpha_bar, ts)
+            elif encoding == "noise":
+                eps = torch.randn(xb.shape, generator=gen).to(self.device)
+                t = torch.full((xb.shape[0],), noise_level, dtype=torch.long, device=self.device)
+                x_l = q_sample(xb, t, eps, self.alpha_bar) * pm[:, :, None, None]
+            else:
+                raise ValueError(f"Unknown encoding {encoding!r} (ddim or noise).")
+            smooth = float(self.defaults.get("grad_smooth_mm", 0.0)) / self.spec.model_spacing_mm
+            out.append(
+                ddim_decode(self.ddpm, x_l, pm, self.alpha_bar, ts, self.classifier, guidance, smooth).cpu()
+            )
         return torch.cat(out)
 
     def heatmap(
@@ -111,12 +135,20 @@ class AnomalyModel:
         pancreas_mask: np.ndarray,
         spacing_zyx: tuple[float, float, float],
         *,
-        noise_level: int = 250,
-        guidance: float = 8.0,
-        steps: int = 10,
+        noise_level: int | None = None,
+        guidance: float | None = None,
+        steps: int | None = None,
         seed: int = 0,
+        encoding: str | None = None,
     ) -> HeatmapResult:
-        """The heatmap of one ROI. `roi_hu` (3, Z, Y, X) HU in PHASE_ORDER; absent phases are ignored."""
+        """The heatmap of one ROI. `roi_hu` (3, Z, Y, X) HU in PHASE_ORDER; absent phases are ignored.
+
+        L, S and steps left as None take the values calibrated with the weights (`self.defaults`;
+        L = 250, S = 8, 10 steps before calibration).
+        """
+        noise_level = int(self.defaults["noise_level"] if noise_level is None else noise_level)
+        guidance = float(self.defaults["guidance"] if guidance is None else guidance)
+        steps = int(self.defaults["steps"] if steps is None else steps)
         start = time.perf_counter()
         if not 1 <= steps <= noise_level <= self.t_max:
             raise ValueError(
@@ -138,13 +170,15 @@ class AnomalyModel:
             "smooth_mm": self.defaults["smooth_mm"],
             **self.info,
         }
-        passes = 2 * steps + (steps if guidance != 0 else 0)
+        encoding = encoding or self.defaults.get("encoding", "ddim")
+        settings["encoding"] = encoding
+        passes = (steps if encoding == "ddim" else 0) + steps + (steps if guidance != 0 else 0)
         if batch.empty:
             return HeatmapResult(
                 np.zeros(roi_hu.shape[1:], np.float32), passes, time.perf_counter() - start, settings
             )
         pm = batch.phase_mask.float()[None].expand(batch.x.shape[0], -1)
-        recon = self.reconstruct(batch.x, pm, noise_level, guidance, steps)
+        recon = self.reconstruct(batch.x, pm, noise_level, guidance, steps, encoding, seed)
         keep = pm[:, :, None, None]
         diff = ((batch.x - recon).abs() * keep).sum(dim=1, keepdim=True) / keep.sum(dim=1, keepdim=True)
         diff = gaussian_blur2d(diff, self.defaults["smooth_mm"] / self.spec.model_spacing_mm)[:, 0]

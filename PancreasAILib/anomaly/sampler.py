@@ -62,6 +62,16 @@ def _ddim_step(
     return ab_to.sqrt() * x0 + (1 - ab_to).sqrt() * eps
 
 
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of every channel of (N, C, H, W), zero-padded."""
+    radius = max(1, int(3 * sigma + 0.5))
+    k = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device) / sigma) ** 2)
+    k = (k / k.sum()).repeat(x.shape[1], 1)
+    c = x.shape[1]
+    x = F.conv2d(x, k.view(c, 1, 1, -1), padding=(0, radius), groups=c)
+    return F.conv2d(x, k.view(c, 1, -1, 1), padding=(radius, 0), groups=c)
+
+
 def _tvec(t: int, n: int) -> torch.Tensor:
     return torch.full((n,), t, dtype=torch.long)
 
@@ -108,6 +118,7 @@ def ddim_decode(
     ts: list[int],
     classifier: Denoiser | None = None,
     guidance: float = 0.0,
+    grad_smooth_px: float = 0.0,
 ) -> torch.Tensor:
     """x_L -> x_0 along `ts` reversed, each step's noise estimate pushed towards "healthy" by `guidance`.
 
@@ -121,6 +132,9 @@ def ddim_decode(
         ab_to = alpha_bar[t_to] if t_to is not None else torch.ones(())
         eps = model(x, _tvec(t_from, x.shape[0]), phase_mask)
         if classifier is not None and guidance != 0.0:
-            eps = eps - (1 - ab_from).sqrt() * guidance * healthy_gradient(classifier, x, t_from, phase_mask)
+            grad = healthy_gradient(classifier, x, t_from, phase_mask)
+            if grad_smooth_px > 0:  # low-pass: fill the lesion instead of sharpening its rim
+                grad = _blur(grad, grad_smooth_px)
+            eps = eps - (1 - ab_from).sqrt() * guidance * grad
         x = _ddim_step(x, eps * keep, ab_from, ab_to) * keep
     return x

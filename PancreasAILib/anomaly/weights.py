@@ -29,7 +29,8 @@ DEFAULT_HEATMAP = {
     "steps": 10,
     "floor": 0.5,
     "threshold": 0.35,
-    "smooth_mm": 2.0,
+    "smooth_mm": 4.0,
+    "grad_smooth_mm": 0.0,
 }
 
 

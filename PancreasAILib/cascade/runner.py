@@ -117,6 +117,9 @@ class Cascade:
 
         start = time.perf_counter()
         progress("lesions", 0.0, "lesion candidates")
+        scanned = inside_scan(reference, roi)  # the box may reach past the scan: no findings in padding
+        probs[1:, ~scanned] = 0.0
+        probs[0, ~scanned] = 1.0
         label_roi = probs.argmax(axis=0).astype(np.uint8)
         gland = label_roi > 0
         restrict = None
@@ -140,6 +143,13 @@ class Cascade:
         if predict is not None:  # an external segmenter (nnU-Net, TotalSegmentator) brings its own
             return predict(arrays, mask, grid)
         return predict_stage1(self.stage1, network_input, mask, self.spec1.patch, self.device)
+
+
+def inside_scan(reference: sitk.Image, grid: sitk.Image) -> np.ndarray:
+    """Which voxels of `grid` lie inside the scanned volume of `reference`."""
+    ones = sitk.Image(reference.GetSize(), sitk.sitkUInt8) + 1
+    ones.CopyInformation(reference)
+    return resample_onto(ones, grid, linear=False, pixel=sitk.sitkUInt8) > 0
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:

@@ -18,7 +18,10 @@ def _setting(text: str):
     from PancreasAILib.anomaly.evaluation import Setting
 
     parts = text.split(":")
-    return Setting(int(parts[0]), float(parts[1]), int(parts[2]), parts[3] if len(parts) > 3 else "avd")
+    phases = parts[3] if len(parts) > 3 and parts[3] else "avd"
+    return Setting(
+        int(parts[0]), float(parts[1]), int(parts[2]), phases, parts[4] if len(parts) > 4 else "ddim"
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,15 +47,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--setting",
         type=_setting,
         action="append",
-        metavar="L:S:STEPS[:PHASES]",
-        help="a row of the table, e.g. 250:8:10 or 250:8:10:v (repeatable; default: the "
-        "operating point, then L, S and steps varied, then venous-only and arterial+venous)",
+        metavar="L:S:STEPS[:PHASES[:ENCODING]]",
+        help="a row of the table, e.g. 250:8:10, 250:8:10:v or 250:8:10:avd:noise (repeatable; default: the "
+        "calibrated operating point, then L, S and steps varied, then venous-only and arterial+venous)",
     )
     parser.add_argument(
         "--threshold",
         type=float,
         default=None,
         help="fixed Dice threshold (default: the calibrated one stored with the weights)",
+    )
+    parser.add_argument(
+        "--dr-fraction",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of domain-randomised (SynthSeg-like) cases; 0 = literature intensities (default), "
+        "1 = a robustness set (use another --cache)",
+    )
+    parser.add_argument(
+        "--part",
+        default="1/1",
+        metavar="K/N",
+        help="run only every N-th row starting at row K (to spread the table over processes)",
     )
     parser.add_argument("--threads", type=int, default=1, metavar="K", help="torch CPU threads (1)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
@@ -69,7 +86,17 @@ def run(args: argparse.Namespace) -> int:
     from PancreasAILib.training.anomaly_data import CacheSpec, build_cache, list_cases, load_cached_case
 
     torch.set_num_threads(args.threads)
-    build_cache(CacheSpec(str(args.anatomy), "heldout", args.cases, seed=args.seed, p_tumour=1.0), args.cache)
+    build_cache(
+        CacheSpec(
+            str(args.anatomy),
+            "heldout",
+            args.cases,
+            seed=args.seed,
+            dr_fraction=args.dr_fraction,
+            p_tumour=1.0,
+        ),
+        args.cache,
+    )
     cases = [load_cached_case(p) for p in list_cases(args.cache)[: args.cases]]
     model = AnomalyModel.load(device=args.device)
     threshold = args.threshold if args.threshold is not None else float(model.defaults["threshold"])
@@ -85,9 +112,9 @@ def run(args: argparse.Namespace) -> int:
         f"{accuracy['slices']} slices ({accuracy['tumour_slices']} with tumour)",
         flush=True,
     )
-    rows = run_grid(
-        model, cases, args.setting or default_grid(), threshold, log=lambda m: print(m, flush=True)
-    )
+    k, n = (int(v) for v in args.part.split("/"))
+    grid = (args.setting or default_grid(model.defaults))[k - 1 :: n]
+    rows = run_grid(model, cases, grid, threshold, log=lambda m: print(m, flush=True))
     table = format_table(rows, threshold)
     print(table)
     if args.out is not None:

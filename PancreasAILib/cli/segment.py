@@ -39,10 +39,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_options(parser)
     parser.add_argument("--batch", type=Path, metavar="DIR",
                         help="segment every case in DIR (sub-folders, or nnU-Net-raw <case>_000N.nii.gz files)")
+    parser.add_argument("--phases", type=parse_phases, metavar="LIST",
+                        help="with --batch: use only these phases of each case, e.g. venous or arterial,venous "
+                             "(the phase ablation)")
     parser.add_argument("--affine", action="store_true", help="affine after rigid alignment")
     parser.add_argument("--seed", type=int, default=0, help="seed of the heatmap's stochastic parts (default 0)")
     add_progress_option(parser)
     parser.set_defaults(func=run)
+
+
+def parse_phases(text: str) -> tuple[Phase, ...]:
+    try:
+        phases = tuple(Phase(p.strip()) for p in text.split(",") if p.strip())
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{err}; use arterial, venous and/or delayed, comma-separated") from err
+    if not phases:
+        raise argparse.ArgumentTypeError("name at least one phase")
+    return phases
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -51,18 +64,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="compute the diffusion anomaly heatmap (default on)")
     parser.add_argument("--restrict-to-pancreas", action=argparse.BooleanOptionalAction, default=True,
                         help="keep tumour only within 10 mm of the predicted pancreas (default on)")
-    parser.add_argument("--stage1", default="builtin", metavar="MODEL",
-                        help="stage-1 pancreas model: builtin (default), nnunet:FOLDER (an nnU-Net v2 model "
-                             "folder) or totalsegmentator (when installed with its weights)")
 
 
 def load_models(args: argparse.Namespace) -> EngineModels:
     from PancreasAILib.cli.train import resolve_device
-    from PancreasAILib.models.external import load_external_stage1
 
-    device = resolve_device(args.device)
-    stage1 = load_external_stage1(args.stage1, device)
-    return EngineModels.load(device, heatmap=args.heatmap, stage1=stage1,
+    return EngineModels.load(resolve_device(args.device), heatmap=args.heatmap,
                              restrict_to_pancreas=args.restrict_to_pancreas)
 
 
@@ -130,6 +137,14 @@ def run_batch(args: argparse.Namespace) -> int:
         case_start = time.perf_counter()
         progress("batch", k / len(cases), name)
         try:
+            if args.phases and not isinstance(source, dict):
+                raise InputError(f"--phases needs explicitly named phase files; case {name} is a folder to identify.",
+                                 "Use an nnU-Net-raw batch folder (<case>_000N.nii.gz) with --phases.")
+            if isinstance(source, dict) and args.phases:
+                source = {p: path for p, path in source.items() if p in args.phases}
+                if not source:
+                    raise InputError(f"Case {name} has none of the phases {', '.join(p.value for p in args.phases)}.",
+                                     "Check --phases against the case's files.")
             phase_set = (build_phase_set(source, [], force=args.force) if isinstance(source, dict)
                          else build_phase_set({}, source, force=args.force))
             result = run_case(phase_set, args.out / name, options, models=models)

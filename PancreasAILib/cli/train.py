@@ -66,7 +66,8 @@ def _add_segmentation_arguments(parser: argparse.ArgumentParser, stage: int) -> 
     data.add_argument("--data-seed", type=int, default=1, help="seed of the synthetic training data (default 1)")
     data.add_argument("--workers", type=int, default=2, help="processes for synthesis (default 2)")
     opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--run", type=Path, required=True, metavar="DIR", help="run folder (resumes when it exists)")
+    opt.add_argument("--run", "--run-dir", dest="run", type=Path, required=True, metavar="DIR",
+                     help="run folder (resumes when it exists); under torchrun spell it --run-dir")
     opt.add_argument("--steps", type=int, default=3000)
     opt.add_argument("--batch", type=int, default=2)
     opt.add_argument("--lr", type=float, default=2e-3)
@@ -136,8 +137,12 @@ def run(args: argparse.Namespace) -> int:
                          loss=args.loss, boundary=args.boundary, val_every=args.val_every, device=device,
                          channels=tuple(args.channels) if args.channels else None,
                          large=getattr(args, "large", False), spec=default_spec(stage))
-    if getattr(args, "corrections", None) is not None:
-        config.init_weights = _shipped_weights_file(MODEL_NAMES[2])
+    if getattr(args, "corrections", None) is not None:  # fine-tune the shipped network, gently
+        from PancreasAILib.models.registry import get_entry, locate_weights
+
+        entry = get_entry(MODEL_NAMES[2])
+        config.init_weights = locate_weights(entry)
+        config.net_config = entry.config
         config.lr = min(config.lr, 2e-4)
     val = load_cache(val_cache) if val_cache.is_dir() else load_cache(cache)[:2]
     trainer = Trainer(config, load_cache(cache), val, progress=progress, cache_dir=cache)
@@ -148,12 +153,6 @@ def run(args: argparse.Namespace) -> int:
         entry = register_run(stage, args, summary, minutes)
         print(f"registered {entry.name} {entry.version} (sha256 {entry.sha256[:12]}…) in the model manifest")
     return 0
-
-
-def _shipped_weights_file(name: str) -> Path:
-    from PancreasAILib.models.registry import get_entry, locate_weights
-
-    return locate_weights(get_entry(name))
 
 
 def register_run(stage: int, args: argparse.Namespace, summary: dict, minutes: float):

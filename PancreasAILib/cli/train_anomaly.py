@@ -58,9 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--model",
-        choices=("ddpm", "classifier", "both"),
+        choices=("ddpm", "classifier", "both", "none"),
         default="both",
-        help="which network to train (two processes can train one each in parallel)",
+        help="which network to train (two processes can train one each in parallel); none: only --calibrate",
     )
     parser.add_argument(
         "--cases", type=int, default=280, metavar="N", help="training cases to synthesise (280)"
@@ -95,6 +95,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="C",
         help=f"classifier width (default {NoiseClassifierConfig.base})",
     )
+    parser.add_argument("--t-max", type=int, default=500, help="largest denoiser training timestep (500)")
+    parser.add_argument(
+        "--classifier-t-max",
+        type=int,
+        default=350,
+        help="largest classifier training timestep (350; >= the L used)",
+    )
+    parser.add_argument(
+        "--p-all-phases", type=float, default=0.4, help="phase dropout: share of crops with all phases (0.4)"
+    )
+    parser.add_argument(
+        "--classifier-literature-only",
+        action="store_true",
+        help="train the classifier on literature-intensity cases only (domain-randomised cases can have no "
+        "tumour contrast at all, which is label noise for a classifier; the denoiser always sees the mix)",
+    )
     parser.add_argument(
         "--no-register",
         action="store_true",
@@ -110,7 +126,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from PancreasAILib.training.anomaly_data import CacheSpec, SliceBank, build_cache, list_cases
+    from PancreasAILib.training.anomaly_data import (
+        CacheSpec,
+        SliceBank,
+        build_cache,
+        list_cases,
+        load_cached_case,
+    )
     from PancreasAILib.training.anomaly_trainer import TrainConfig, train_anomaly_model
 
     command = "pancreasai train anomaly " + " ".join(sys.argv[1:]) if sys.argv else ""
@@ -118,10 +140,22 @@ def run(args: argparse.Namespace) -> int:
     cache = args.cache / "train"
     start = time.time()
     build_cache(CacheSpec(str(args.anatomy), "train", args.cases, seed=args.seed), cache)
-    bank = SliceBank(list_cases(cache)[: args.cases], spec)
-    print(f"slice bank: {len(bank)} slices from {args.cases} cases ({time.time() - start:.0f} s)", flush=True)
-    models = ("ddpm", "classifier") if args.model == "both" else (args.model,)
+    paths = list_cases(cache)[: args.cases]
+    models = {"both": ("ddpm", "classifier"), "none": ()}.get(args.model, (args.model,))
+    banks: dict[bool, SliceBank] = {}
     for which in models:
+        literature_only = which == "classifier" and args.classifier_literature_only
+        if literature_only not in banks:
+            chosen = [
+                p for p in paths if not (literature_only and load_cached_case(p).meta["domain_randomise"])
+            ]
+            banks[literature_only] = SliceBank(chosen, spec)
+            print(
+                f"slice bank: {len(banks[literature_only])} slices from {len(chosen)} cases "
+                f"({time.time() - start:.0f} s)",
+                flush=True,
+            )
+        bank = banks[literature_only]
         cfg = TrainConfig(
             model=which,
             out_dir=args.out,
@@ -135,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
             ddpm=DDPMConfig(base=args.ddpm_base, mults=tuple(args.ddpm_mults)),
             classifier=NoiseClassifierConfig(base=args.classifier_base),
             preprocess=spec,
+            t_max=args.t_max if which == "ddpm" else args.classifier_t_max,
+            p_all_phases=args.p_all_phases,
         )
         result = train_anomaly_model(cfg, bank, log=lambda m: print(m, flush=True))
         print(

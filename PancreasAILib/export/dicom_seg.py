@@ -117,6 +117,17 @@ def _frames_on_source(
     return np.stack(frames)
 
 
+def _with_sop_class(dataset: pydicom.Dataset) -> pydicom.Dataset:
+    """Fill an empty SOPClassUID from the file meta (some anonymisers blank it; highdicom needs it)."""
+    if not dataset.get("SOPClassUID"):
+        meta = getattr(dataset, "file_meta", None)
+        media = meta.get("MediaStorageSOPClassUID") if meta is not None else None
+        if not media:
+            raise SourceGridMismatchError("The source DICOM files name no SOP class; a DICOM SEG cannot reference them.")
+        dataset.SOPClassUID = media
+    return dataset
+
+
 def write_dicom_seg(
     path: Path,
     labels: sitk.Image,
@@ -133,7 +144,7 @@ def write_dicom_seg(
             "No source DICOM files were given; a DICOM SEG must reference its images."
         )
     array_kji = check_label_map(labels)
-    sources = [pydicom.dcmread(str(f), stop_before_pixels=True) for f in source_files]
+    sources = [_with_sop_class(pydicom.dcmread(str(f), stop_before_pixels=True)) for f in source_files]
     names = [Path(f).name for f in source_files]
     frames = _frames_on_source(array_kji, labels, sources, names)
     present = [label for label in LABELS if np.any(frames == label.value)]

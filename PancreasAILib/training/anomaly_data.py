@@ -22,6 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from PancreasAILib.anomaly.preprocess import PreprocessSpec, prepare_slices
+from PancreasAILib.errors import InputError
 from PancreasAILib.phases import PHASE_ORDER
 from PancreasAILib.synthesis import SynthesisConfig, synthesize_case
 from PancreasAILib.synthesis.dataset import anatomy_for_case, resolve_anatomy
@@ -102,7 +103,19 @@ def make_cached_case(spec: CacheSpec, index: int, out_dir: Path) -> Path:
 def build_cache(spec: CacheSpec, out_dir: Path, log=print) -> list[Path]:
     """Make every case of `spec` under `out_dir` (resumable: existing cases are kept)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "spec.json").write_text(json.dumps(spec.__dict__, indent=2, default=list) + "\n")
+    record = json.loads(json.dumps(spec.__dict__, default=list))
+    spec_file = out_dir / "spec.json"
+    if spec_file.is_file():  # never mix cases made with other settings in one folder
+        old = json.loads(spec_file.read_text())
+        if {k: v for k, v in old.items() if k != "cases"} != {
+            k: v for k, v in record.items() if k != "cases"
+        }:
+            raise InputError(
+                f"The cache {out_dir} holds cases made with other settings ({old}).",
+                "Use another cache folder, or delete this one.",
+            )
+        record["cases"] = max(int(old.get("cases", 0)), spec.cases)
+    spec_file.write_text(json.dumps(record, indent=2) + "\n")
     paths, start = [], time.time()
     for i in range(spec.cases):
         paths.append(make_cached_case(spec, i, out_dir))

@@ -46,6 +46,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     t_max: int = 500  # timesteps are drawn from [0, t_max)
+    p_all_phases: float = 0.4  # phase dropout: share of crops with every phase
     ema: float = 0.995
     threads: int = 1
     device: str = "cpu"
@@ -97,7 +98,7 @@ def _loss(model, cfg: TrainConfig, bank: SliceBank, alpha_bar: torch.Tensor, it:
     else:
         crops, lab = bank.labelled_batch(rng, cfg.batch, size)
         x0, labels = torch.from_numpy(crops), torch.from_numpy(lab)
-    mask = torch.from_numpy(random_phase_mask(rng, cfg.batch)).float()
+    mask = torch.from_numpy(random_phase_mask(rng, cfg.batch, cfg.p_all_phases)).float()
     t = torch.randint(0, cfg.t_max, (cfg.batch,), generator=gen)
     noise = torch.randn(x0.shape, generator=gen)
     dev = alpha_bar.device

@@ -16,8 +16,7 @@ from scipy import ndimage as ndi
 from PancreasAILib.cascade.grids import normalise_hu
 
 # Subsets of (arterial, venous, delayed) other than all three, drawn uniformly when dropping phases.
-_SUBSETS = [np.array(m, bool) for m in
-            [(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (0, 1, 1), (1, 0, 1)]]
+_SUBSETS = [np.array(m, bool) for m in [(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (0, 1, 1), (1, 0, 1)]]
 
 
 def drop_phases(mask: np.ndarray, rng: np.random.Generator, p_keep_all: float = 0.4) -> np.ndarray:
@@ -31,8 +30,13 @@ def drop_phases(mask: np.ndarray, rng: np.random.Generator, p_keep_all: float = 
     return mask.copy()
 
 
-def crop_start(shape: Sequence[int], patch: Sequence[int], centre: Sequence[float] | None,
-               rng: np.random.Generator, jitter: float = 0.35) -> np.ndarray:
+def crop_start(
+    shape: Sequence[int],
+    patch: Sequence[int],
+    centre: Sequence[float] | None,
+    rng: np.random.Generator,
+    jitter: float = 0.35,
+) -> np.ndarray:
     """Start index of a `patch` box: around `centre` (with jitter) or anywhere when None; may run off the edge."""
     shape, patch = np.asarray(shape), np.asarray(patch)
     if centre is None:
@@ -79,13 +83,17 @@ def degrade_prior(prior: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.uniform() < 0.1:
         return np.zeros_like(prior, dtype=np.float32)
     out = prior.astype(np.float32)
-    shift = rng.integers(-2, 3, size=3) * np.array([0, 1, 1]) + rng.integers(-1, 2, size=3) * np.array([1, 0, 0])
+    shift = rng.integers(-2, 3, size=3) * np.array([0, 1, 1]) + rng.integers(-1, 2, size=3) * np.array(
+        [1, 0, 0]
+    )
     out = np.roll(out, tuple(int(s) for s in shift), axis=(0, 1, 2))
     out = np.clip(out, 0.0, 1.0) ** rng.uniform(0.5, 2.0) * rng.uniform(0.7, 1.0)
     return out
 
 
-def mirror(arrays: list[np.ndarray], rng: np.random.Generator, axes: Sequence[int] = (-1, -2)) -> list[np.ndarray]:
+def mirror(
+    arrays: list[np.ndarray], rng: np.random.Generator, axes: Sequence[int] = (-1, -2)
+) -> list[np.ndarray]:
     """Random flips along in-plane axes, applied identically to every array (nnU-Net's mirroring)."""
     for axis in axes:
         if rng.uniform() < 0.5:

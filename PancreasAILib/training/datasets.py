@@ -35,8 +35,10 @@ def cached_names(folder: Path) -> list[str]:
 def load_cache(folder: Path, limit: int | None = None) -> list[dict[str, np.ndarray]]:
     paths = [Path(folder) / n for n in cached_names(folder)]
     if not paths:
-        raise InputError(f"No preprocessed cases (*.npz) in {folder}.",
-                         "Run `pancreasai train ... --synthetic N` or `--data RAW_DATASET` to build the cache first.")
+        raise InputError(
+            f"No preprocessed cases (*.npz) in {folder}.",
+            "Run `pancreasai train ... --synthetic N` or `--data RAW_DATASET` to build the cache first.",
+        )
     return [load_case(p) for p in paths[:limit]]
 
 
@@ -47,8 +49,15 @@ class PatchSampler:
     stage 2: adds prior (B, 1, Z, Y, X), label in {0, 1, 2}, and pdac (B,) patch labels.
     """
 
-    def __init__(self, cases: Sequence[dict[str, np.ndarray]], stage: int, patch: Sequence[int], seed: int,
-                 tumour_fraction: float = 0.5, phase_dropout: bool = True) -> None:
+    def __init__(
+        self,
+        cases: Sequence[dict[str, np.ndarray]],
+        stage: int,
+        patch: Sequence[int],
+        seed: int,
+        tumour_fraction: float = 0.5,
+        phase_dropout: bool = True,
+    ) -> None:
         if stage not in (1, 2):
             raise ValueError("stage must be 1 or 2")
         self.cases = list(cases)

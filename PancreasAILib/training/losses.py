@@ -25,8 +25,9 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, classes: tuple[in
     return torch.stack(losses).mean()
 
 
-def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0,
-               weight: torch.Tensor | None = None) -> torch.Tensor:
+def focal_loss(
+    logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     logp = F.log_softmax(logits, dim=1)
     logp_t = logp.gather(1, target[:, None]).squeeze(1)
     loss = -((1 - logp_t.exp()) ** gamma) * logp_t
@@ -35,7 +36,9 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0,
     return loss.mean()
 
 
-def ssim_loss(logits: torch.Tensor, target: torch.Tensor, classes: tuple[int, ...], window: int = 5) -> torch.Tensor:
+def ssim_loss(
+    logits: torch.Tensor, target: torch.Tensor, classes: tuple[int, ...], window: int = 5
+) -> torch.Tensor:
     """1 - mean 3D SSIM between each class probability and its one-hot map (uniform local window)."""
     probs = torch.softmax(logits, dim=1)
     c1, c2 = 0.01**2, 0.03**2

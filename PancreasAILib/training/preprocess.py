@@ -30,8 +30,9 @@ from PancreasAILib.phases import PHASE_ORDER, Phase
 TRAIN_MARGIN_EXTRA_MM = (16.0, 16.0, 9.0)  # room to jitter the ROI during training
 
 
-def preprocess_case(phases: dict[Phase, sitk.Image], labels: sitk.Image, s1: StageSpec = STAGE1,
-                    s2: StageSpec = STAGE2) -> dict[str, np.ndarray]:
+def preprocess_case(
+    phases: dict[Phase, sitk.Image], labels: sitk.Image, s1: StageSpec = STAGE1, s2: StageSpec = STAGE2
+) -> dict[str, np.ndarray]:
     """The cached arrays of one case (phases on any grids in one physical space; labels 0/1/2)."""
     if not phases:
         raise ValueError("A case needs at least one phase.")
@@ -60,8 +61,12 @@ def preprocess_case(phases: dict[Phase, sitk.Image], labels: sitk.Image, s1: Sta
 
 def _stack(phases: dict[Phase, sitk.Image], grid: sitk.Image) -> np.ndarray:
     shape = grid.GetSize()[::-1]
-    channels = [np.rint(resample_onto(phases[p], grid, default=-1024.0)).astype(np.int16) if p in phases
-                else np.full(shape, -1024, np.int16) for p in PHASE_ORDER]
+    channels = [
+        np.rint(resample_onto(phases[p], grid, default=-1024.0)).astype(np.int16)
+        if p in phases
+        else np.full(shape, -1024, np.int16)
+        for p in PHASE_ORDER
+    ]
     return np.stack(channels)
 
 
@@ -93,19 +98,38 @@ def _synthetic_worker(args: tuple) -> str:
     # One case in four uses the domain-randomised (SynthSeg-like) intensity model, so no single HU table
     # is learnt; the output grid is already the stage-2 spacing, so preprocessing resamples little.
     randomised = index % 4 == 3
-    config = SynthesisConfig(spacing_mm=2.0, slice_thickness_mm=3.0, work_spacing_mm=2.0,
-                             z_margin_mm=(50.0, 120.0), domain_randomise=randomised)
+    config = SynthesisConfig(
+        spacing_mm=2.0,
+        slice_thickness_mm=3.0,
+        work_spacing_mm=2.0,
+        z_margin_mm=(50.0, 120.0),
+        domain_randomise=randomised,
+    )
     anatomy = anatomy_for_case(list(sources), seed, index)
     case = synthesize_case(anatomy, config, seed=seed, case_index=index)
     arrays = preprocess_case(case.phases, case.labels)
-    meta = {"source": "synthetic", "anatomy": case.meta["anatomy"], "seed": seed, "index": index,
-            "tumours_ml": [round(t.volume_ml, 2) for t in case.tumours], "domain_randomised": randomised}
+    meta = {
+        "source": "synthetic",
+        "anatomy": case.meta["anatomy"],
+        "seed": seed,
+        "index": index,
+        "tumours_ml": [round(t.volume_ml, 2) for t in case.tumours],
+        "domain_randomised": randomised,
+    }
     save_case(path, arrays, meta)
     return path.name
 
 
-def build_synthetic_cache(sources: list[str], out_dir: Path, *, cases: int, seed: int, first_index: int = 0,
-                          workers: int = 2, progress=None) -> list[Path]:
+def build_synthetic_cache(
+    sources: list[str],
+    out_dir: Path,
+    *,
+    cases: int,
+    seed: int,
+    first_index: int = 0,
+    workers: int = 2,
+    progress=None,
+) -> list[Path]:
     """Synthesise and preprocess `cases` cases into `out_dir` (resumable: existing cases are kept)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(tuple(sources), seed, i, str(out_dir)) for i in range(first_index, first_index + cases)]
@@ -129,8 +153,10 @@ def build_raw_dataset_cache(raw_dir: Path, out_dir: Path, progress=None) -> list
     """Preprocess an nnU-Net-raw dataset (imagesTr/<case>_000{0,1,2}.nii.gz, labelsTr/<case>.nii.gz)."""
     labels_dir = raw_dir / "labelsTr"
     if not labels_dir.is_dir():
-        raise InputError(f"{raw_dir} has no labelsTr folder; it is not an nnU-Net-raw dataset.",
-                         "Point --data at a folder with imagesTr/ and labelsTr/ (e.g. made by `pancreasai synth`).")
+        raise InputError(
+            f"{raw_dir} has no labelsTr folder; it is not an nnU-Net-raw dataset.",
+            "Point --data at a folder with imagesTr/ and labelsTr/ (e.g. made by `pancreasai synth`).",
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     label_files = sorted(labels_dir.glob("*.nii.gz"))
     paths = []
@@ -138,8 +164,11 @@ def build_raw_dataset_cache(raw_dir: Path, out_dir: Path, progress=None) -> list
         name = label_file.name[: -len(".nii.gz")]
         path = out_dir / f"{name}.npz"
         if not path.exists():
-            phases = {p: sitk.ReadImage(str(f)) for p in PHASE_ORDER
-                      if (f := raw_dir / "imagesTr" / f"{name}_{PHASE_ORDER.index(p):04d}.nii.gz").is_file()}
+            phases = {
+                p: sitk.ReadImage(str(f))
+                for p in PHASE_ORDER
+                if (f := raw_dir / "imagesTr" / f"{name}_{PHASE_ORDER.index(p):04d}.nii.gz").is_file()
+            }
             arrays = preprocess_case(phases, sitk.ReadImage(str(label_file), sitk.sitkUInt8))
             save_case(path, arrays, {"source": str(raw_dir.name), "case": name})
         paths.append(path)

@@ -51,6 +51,7 @@ class TrainConfig:
     channels: tuple[int, ...] | None = None  # None: the shipped small configuration
     large: bool = False  # DiffuPan-sized stage 2 (GPU)
     init_weights: Path | None = None  # start from these weights (fine-tuning on corrections)
+    net_config: dict | None = None  # the architecture of `init_weights` (from its manifest entry)
     spec: StageSpec = field(default_factory=lambda: STAGE1)
 
     def to_dict(self) -> dict:
@@ -62,8 +63,16 @@ class TrainConfig:
 
 
 def build_model(config: TrainConfig) -> tuple[nn.Module, dict]:
+    if config.net_config is not None:
+        if config.stage == 1:
+            net_config = CoarseUNetConfig.from_dict(config.net_config)
+            return CoarseUNet(net_config), net_config.to_dict()
+        net_config = MultiPhaseConfig.from_dict(config.net_config)
+        return MultiPhaseTumourNet(net_config), net_config.to_dict()
     if config.stage == 1:
-        net_config = CoarseUNetConfig(channels=tuple(config.channels)) if config.channels else CoarseUNetConfig()
+        net_config = (
+            CoarseUNetConfig(channels=tuple(config.channels)) if config.channels else CoarseUNetConfig()
+        )
         return CoarseUNet(net_config), net_config.to_dict()
     net_config = MultiPhaseConfig.large() if config.large else MultiPhaseConfig()
     if config.channels:
@@ -87,8 +96,9 @@ def validate(net: nn.Module, cases: list[dict], stage: int, spec: StageSpec, dev
             for name, mask in (("all", case["phase_mask"]), ("venous", np.array([False, True, False]))):
                 image = normalise_hu(case["s2_image"])
                 image[~mask] = 0.0
-                probs, pdac = predict_stage2(net, image, case["s2_prior"].astype(np.float32), mask,
-                                             spec.patch, device)
+                probs, pdac = predict_stage2(
+                    net, image, case["s2_prior"].astype(np.float32), mask, spec.patch, device
+                )
                 label = probs.argmax(axis=0)
                 truth = case["s2_label"]
                 scores.setdefault(f"gland_dice_{name}", []).append(dice(label > 0, truth > 0))
@@ -99,14 +109,21 @@ def validate(net: nn.Module, cases: list[dict], stage: int, spec: StageSpec, dev
     if stage == 1:
         out["score"] = out["gland_dice"]
     else:
-        out["score"] = (out["gland_dice_all"] + out.get("tumour_dice_all", 0.0) + out.get("tumour_dice_venous", 0.0)
-                        ) / 3 - 0.25 * out["pdac_brier_all"]
+        out["score"] = (
+            out["gland_dice_all"] + out.get("tumour_dice_all", 0.0) + out.get("tumour_dice_venous", 0.0)
+        ) / 3 - 0.25 * out["pdac_brier_all"]
     return out
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, train_cases: list[dict], val_cases: list[dict],
-                 progress: ProgressCallback = null_progress, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        train_cases: list[dict],
+        val_cases: list[dict],
+        progress: ProgressCallback = null_progress,
+        cache_dir: Path | None = None,
+    ) -> None:
         self.config = config
         self.progress = progress
         self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -121,11 +138,19 @@ class Trainer:
 
             self.net.load_state_dict(load_file(str(config.init_weights)))
         self.net.to(self.device)
-        self.model: nn.Module = (nn.parallel.DistributedDataParallel(self.net) if self.distributed else self.net)
-        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.sampler = PatchSampler(train_cases, config.stage, config.spec.patch, seed=config.seed + 7919 * self.rank)
+        self.model: nn.Module = (
+            nn.parallel.DistributedDataParallel(self.net) if self.distributed else self.net
+        )
+        self.optimizer = torch.optim.AdamW(
+            self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.sampler = PatchSampler(
+            train_cases, config.stage, config.spec.patch, seed=config.seed + 7919 * self.rank
+        )
         self.val_cases = val_cases
-        self.loss = SegmentationLoss(config.loss, classes=2 if config.stage == 1 else 3, boundary=config.boundary)
+        self.loss = SegmentationLoss(
+            config.loss, classes=2 if config.stage == 1 else 3, boundary=config.boundary
+        )
         self.step = 0
         self.best = -np.inf
         self.run_dir = Path(config.run_dir)
@@ -137,8 +162,13 @@ class Trainer:
         return self.run_dir / "checkpoint.pt"
 
     def save_checkpoint(self) -> None:
-        state = {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
-                 "best": float(self.best), "sampler_rng": json.dumps(self.sampler.rng.bit_generator.state)}
+        state = {
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "best": float(self.best),
+            "sampler_rng": json.dumps(self.sampler.rng.bit_generator.state),
+        }
         tmp = self.run_dir / ".checkpoint.pt.tmp"
         torch.save(state, tmp)
         os.replace(tmp, self.checkpoint_path())
@@ -181,10 +211,15 @@ class Trainer:
         return record
 
     def export_best(self, metrics: dict) -> None:
-        meta = {"stage": str(self.config.stage), "step": str(self.step), "net_config": json.dumps(self.net_config)}
+        meta = {
+            "stage": str(self.config.stage),
+            "step": str(self.step),
+            "net_config": json.dumps(self.net_config),
+        }
         save_weights(self.net.state_dict(), self.run_dir / "best.safetensors", metadata=meta)
-        (self.run_dir / "best.json").write_text(json.dumps({"step": self.step, "metrics": metrics,
-                                                            "net_config": self.net_config}, indent=2))
+        (self.run_dir / "best.json").write_text(
+            json.dumps({"step": self.step, "metrics": metrics, "net_config": self.net_config}, indent=2)
+        )
 
     def refresh_cache(self) -> int:
         """Load cases added to the cache folder since the start (when the cache is built alongside)."""
@@ -200,12 +235,20 @@ class Trainer:
     def fit(self) -> dict:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
-            (self.run_dir / "config.json").write_text(json.dumps(
-                {"train": self.config.to_dict(), "net_config": self.net_config}, indent=2))
+            world_size = dist.get_world_size() if self.distributed else 1
+            (self.run_dir / "config.json").write_text(
+                json.dumps(
+                    {"train": self.config.to_dict(), "net_config": self.net_config, "world_size": world_size},
+                    indent=2,
+                )
+            )
         resumed = self.resume()
         start, window = time.perf_counter(), []
-        self.progress(f"train stage{self.config.stage}", self.step / self.config.steps,
-                      f"resumed at step {self.step}" if resumed else "start")
+        self.progress(
+            f"train stage{self.config.stage}",
+            self.step / self.config.steps,
+            f"resumed at step {self.step}" if resumed else "start",
+        )
         while self.step < self.config.steps:
             window.append(self.train_step())
             self.step += 1
@@ -214,12 +257,17 @@ class Trainer:
             if self.step % 10 == 0:
                 mean = {k: round(float(np.mean([w[k] for w in window])), 4) for k in window[0]}
                 self._log({"step": self.step, "elapsed_s": round(time.perf_counter() - start, 1), **mean})
-                self.progress(f"train stage{self.config.stage}", self.step / self.config.steps,
-                              " ".join(f"{k} {v:.3f}" for k, v in mean.items()))
+                self.progress(
+                    f"train stage{self.config.stage}",
+                    self.step / self.config.steps,
+                    " ".join(f"{k} {v:.3f}" for k, v in mean.items()),
+                )
                 window = []
             if self.step % self.config.val_every == 0 or self.step == self.config.steps:
                 self.refresh_cache()
-                metrics = validate(self.net, self.val_cases, self.config.stage, self.config.spec, self.config.device)
+                metrics = validate(
+                    self.net, self.val_cases, self.config.stage, self.config.spec, self.config.device
+                )
                 self._log({"step": self.step, "validation": metrics})
                 if metrics["score"] > self.best:
                     self.best = metrics["score"]
@@ -229,7 +277,11 @@ class Trainer:
                 self.save_checkpoint()
         if self.distributed:
             dist.barrier()
-        summary = json.loads((self.run_dir / "best.json").read_text()) if (self.run_dir / "best.json").exists() else {}
+        summary = (
+            json.loads((self.run_dir / "best.json").read_text())
+            if (self.run_dir / "best.json").exists()
+            else {}
+        )
         return summary
 
 

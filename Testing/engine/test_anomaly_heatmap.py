@@ -192,3 +192,27 @@ def test_shipped_model_finds_a_tumour_on_heldout_anatomy(shared_data):
     for phases in (np.ones(3, bool), np.array([False, True, False])):
         result = model.heatmap(roi, phases, labels > 0, SPACING)
         assert case_metrics(result.heatmap, labels, 0.5)["auroc"] > 0.7
+
+
+def test_noise_encoding_is_seeded_and_saves_the_encoder_passes(registry_root):
+    model = AnomalyModel.load(root=registry_root)
+    roi, _, mask = phantom_roi()
+    kw = dict(noise_level=100, guidance=2.0, steps=4, encoding="noise")
+    a = model.heatmap(roi, np.ones(3, bool), mask, SPACING, seed=1, **kw)
+    b = model.heatmap(roi, np.ones(3, bool), mask, SPACING, seed=1, **kw)
+    c = model.heatmap(roi, np.ones(3, bool), mask, SPACING, seed=2, **kw)
+    assert np.array_equal(a.heatmap, b.heatmap) and not np.array_equal(a.heatmap, c.heatmap)
+    assert a.passes_per_slice == 8 and a.settings["encoding"] == "noise"  # 4 decode + 4 classifier
+
+
+def test_unset_settings_take_the_calibrated_values(registry_root):
+    update_heatmap_settings({"noise_level": 120, "guidance": 3.0, "steps": 3}, root=registry_root)
+    model = AnomalyModel.load(root=registry_root)
+    roi, _, mask = phantom_roi()
+    result = model.heatmap(roi, np.array([False, True, False]), mask, SPACING)
+    assert (result.settings["noise_level"], result.settings["guidance"], result.settings["steps"]) == (
+        120,
+        3.0,
+        3,
+    )
+    assert result.passes_per_slice == 9

@@ -1,0 +1,82 @@
+"""Lesion extraction: PANORAMA's dynamic thresholding, sizes and positions in physical space."""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+
+from PancreasAILib.cascade.lesions import extract_lesions, longest_axial_diameter, pdac_likelihood
+
+
+def _grid(shape_zyx, spacing=(1.0, 1.0, 2.0), origin=(10.0, -20.0, 5.0), direction=None):
+    grid = sitk.Image([int(v) for v in shape_zyx[::-1]], sitk.sitkUInt8)
+    grid.SetSpacing(spacing)
+    grid.SetOrigin(origin)
+    if direction is not None:
+        grid.SetDirection(direction)
+    return grid
+
+
+def _ball(shape, centre, radius_vox):
+    zz, yy, xx = np.indices(shape)
+    return ((zz - centre[0]) ** 2 + (yy - centre[1]) ** 2 + (xx - centre[2]) ** 2) <= radius_vox**2
+
+
+def test_two_blobs_give_two_lesions_strongest_first_with_physical_centroids():
+    shape = (20, 60, 60)
+    prob = np.zeros(shape, np.float32)
+    prob[_ball(shape, (10, 15, 15), 4)] = 0.6
+    prob[_ball(shape, (10, 40, 45), 6)] = 0.9
+    grid = _grid(shape)
+    lesions, detection = extract_lesions(prob, grid)
+    assert [round(les.confidence, 2) for les in lesions] == [0.9, 0.6]
+    first = lesions[0]
+    # voxel (z10, y40, x45) -> x 10 + 45, y -20 + 40, z 5 + 2*10
+    assert np.allclose(first.centroid_mm, (55.0, 20.0, 25.0), atol=0.01)
+    assert abs(first.volume_ml - _ball(shape, (10, 40, 45), 6).sum() * 2.0 / 1000) < 1e-6
+    assert set(np.unique(detection)) == {0.0, np.float32(0.6), np.float32(0.9)}
+
+
+def test_centroid_follows_a_flipped_direction_matrix():
+    shape = (10, 30, 30)
+    prob = np.zeros(shape, np.float32)
+    prob[_ball(shape, (5, 10, 20), 3)] = 0.8
+    grid = _grid(shape, spacing=(1, 1, 1), origin=(0, 0, 0), direction=(-1, 0, 0, 0, -1, 0, 0, 0, 1))
+    (lesion,), _ = extract_lesions(prob, grid)
+    assert np.allclose(lesion.centroid_mm, grid.TransformIndexToPhysicalPoint((20, 10, 5)), atol=0.01)
+
+
+def test_tiny_and_weak_regions_are_not_lesions_and_restriction_applies():
+    shape = (10, 40, 40)
+    prob = np.zeros(shape, np.float32)
+    prob[5, 5, 5] = 0.95  # a single hot voxel: below the 10-voxel minimum
+    prob[_ball(shape, (5, 30, 30), 3)] = 0.05  # below the minimum confidence
+    prob[_ball(shape, (5, 20, 10), 3)] = 0.7
+    lesions, _ = extract_lesions(prob, _grid(shape))
+    assert [les.confidence for les in lesions] == [0.7]
+    outside = np.zeros(shape, bool)
+    lesions, detection = extract_lesions(prob, _grid(shape), restrict=outside)
+    assert lesions == [] and not detection.any()
+
+
+def test_dynamic_threshold_grows_a_lesion_down_to_peak_over_2_5():
+    shape = (9, 41, 41)
+    zz, yy, xx = np.indices(shape)
+    r = np.sqrt((zz - 4) ** 2 + (yy - 20) ** 2 + (xx - 20) ** 2)
+    prob = np.clip(1.0 - r / 20, 0, 1).astype(np.float32)  # a cone: peak 1 at the centre
+    lesions, detection = extract_lesions(prob, _grid(shape, spacing=(1, 1, 1)), min_confidence=0.5)
+    assert len(lesions) == 1  # the ring left below 0.4 peaks under the minimum confidence
+    assert (detection > 0).sum() == (prob >= 1.0 / 2.5).sum()
+
+
+def test_longest_axial_diameter_of_a_disc():
+    mask = np.zeros((3, 50, 50), bool)
+    mask[1] = _ball((1, 50, 50), (0, 25, 25), 10)[0]
+    diameter = longest_axial_diameter(mask, np.array([3.0, 0.5, 0.5]))
+    assert 10.0 <= diameter <= 11.0  # 20 voxels across at 0.5 mm, plus one voxel
+
+
+def test_pdac_likelihood_combines_the_head_and_the_strongest_lesion():
+    assert pdac_likelihood(0.2, []) == 0.1
+    lesions, _ = extract_lesions(np.pad(np.full((3, 4, 4), 0.8, np.float32), 2), _grid((7, 8, 8)))
+    assert pdac_likelihood(0.6, lesions) == 0.7

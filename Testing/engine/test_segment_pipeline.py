@@ -1,0 +1,114 @@
+"""`pancreasai segment` end to end with tiny registered models: the output contract, exit statuses, batches.
+
+These check the plumbing (registry -> cascade -> physical-space outputs -> report), not accuracy;
+`test_shipped_models.py` checks what the trained weights find.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from cascade_fixtures import make_small_case
+from model_fixtures import make_tiny_models
+
+from PancreasAILib.cascade.runner import Cascade
+from PancreasAILib.cli.main import main
+from PancreasAILib.errors import ExitCode
+from PancreasAILib.phases import Phase
+
+
+@pytest.fixture(scope="module")
+def small_case(tmp_path_factory):
+    return make_small_case(tmp_path_factory.mktemp("case"), seed=5)
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    return make_tiny_models(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture()
+def tiny_models(tiny_root, monkeypatch):
+    monkeypatch.setenv("PANCREASAI_MODELS", str(tiny_root))
+    return tiny_root
+
+
+def _segment(case, out, *extra):
+    return main(["segment", "--arterial", str(case.phases[Phase.ARTERIAL]), "--venous", str(case.phases[Phase.VENOUS]),
+                 "--delayed", str(case.phases[Phase.DELAYED]), "--out", str(out), "--no-heatmap", "--device", "cpu",
+                 "--progress", "none", *extra])
+
+
+def test_segment_writes_the_output_contract_on_the_reference_grid(small_case, tiny_models, tmp_path):
+    out = tmp_path / "out"
+    assert _segment(small_case, out) == 0
+    venous = sitk.ReadImage(str(small_case.phases[Phase.VENOUS]))
+    labels = sitk.ReadImage(str(out / "labels.nii.gz"))
+    assert labels.GetSize() == venous.GetSize()
+    assert np.allclose(labels.GetOrigin(), venous.GetOrigin()) and np.allclose(labels.GetSpacing(), venous.GetSpacing())
+    report = json.loads((out / "report.json").read_text())
+    assert report["segmentation_status"] == "done"
+    assert {m["name"] for m in report["models"]} == {"stage1_pancreas", "stage2_tumour"}
+    assert all(len(m["sha256"]) == 64 for m in report["models"])
+    assert set(report["timings_s"]) >= {"align", "stage1", "stage2", "lesions"}
+    assert 0.0 <= report["pdac_likelihood"] <= 1.0
+    detection = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "detection_map.nii.gz")))
+    # the detection map holds each reported lesion's confidence, and nothing else
+    assert {round(float(v), 4) for v in np.unique(detection[detection > 0])} == {
+        lesion["confidence"] for lesion in report["lesions"]}
+    for lesion in report["lesions"]:
+        index = labels.TransformPhysicalPointToIndex(lesion["centroid_mm"])
+        assert all(0 <= i < n for i, n in zip(index, labels.GetSize(), strict=True))
+
+
+def test_venous_only_input_runs(small_case, tiny_models, tmp_path):
+    rc = main(["segment", "--venous", str(small_case.phases[Phase.VENOUS]), "--out", str(tmp_path / "v"),
+               "--no-heatmap", "--device", "cpu", "--progress", "none"])
+    assert rc == 0
+    report = json.loads((tmp_path / "v" / "report.json").read_text())
+    assert list(report["inputs"]) == ["venous"] and report["segmentation_status"] == "done"
+
+
+def test_no_pancreas_is_reported_with_its_exit_status(small_case, tmp_path, monkeypatch):
+    root = make_tiny_models(tmp_path / "models", gland_bias=-8.0)  # stage 1 that finds nothing
+    monkeypatch.setenv("PANCREASAI_MODELS", str(root))
+    out = tmp_path / "none"
+    assert _segment(small_case, out) == ExitCode.NO_PANCREAS
+    report = json.loads((out / "report.json").read_text())
+    assert report["segmentation_status"] == "no_pancreas" and "no pancreas" in report["segmentation_reason"]
+    assert not sitk.GetArrayFromImage(sitk.ReadImage(str(out / "labels.nii.gz"))).any()
+
+
+def test_an_existing_output_folder_is_not_overwritten(small_case, tiny_models, tmp_path):
+    out = tmp_path / "kept"
+    out.mkdir()
+    (out / "mine.txt").write_text("a user's file")
+    assert _segment(small_case, out) == ExitCode.OUTPUT_EXISTS
+    assert (out / "mine.txt").read_text() == "a user's file" and len(list(out.iterdir())) == 1
+
+
+def test_missing_weights_fail_clearly(small_case, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PANCREASAI_MODELS", str(tmp_path / "empty"))
+    assert _segment(small_case, tmp_path / "o") == ExitCode.BAD_INPUT
+    assert "No model named 'stage1_pancreas'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_batch_loads_the_models_once(small_case, tiny_models, tmp_path, monkeypatch):
+    batch = tmp_path / "batch" / "imagesTs"
+    batch.mkdir(parents=True)
+    for name in ("a", "b"):
+        for path in small_case.phases.values():
+            (batch / path.name.replace("case", name)).write_bytes(path.read_bytes())
+    loads = []
+    original = Cascade.load.__func__
+    monkeypatch.setattr(Cascade, "load", classmethod(lambda cls, *a, **k: loads.append(1) or original(cls, *a, **k)))
+    rc = main(["segment", "--batch", str(tmp_path / "batch"), "--out", str(tmp_path / "preds"), "--no-heatmap",
+               "--device", "cpu", "--progress", "none"])
+    assert rc == 0 and len(loads) == 1
+    summary = json.loads((tmp_path / "preds" / "batch.json").read_text())
+    assert set(summary["cases"]) == {"a", "b"} and all(c["status"] == "done" for c in summary["cases"].values())
+    assert (tmp_path / "preds" / "a" / "labels.nii.gz").is_file()

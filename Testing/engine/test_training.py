@@ -1,0 +1,120 @@
+"""Preprocessing, patch sampling, the training loop (checkpoint, resume, register), DDP and corrections."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from cascade_fixtures import make_small_case
+from model_fixtures import TINY, make_tiny_models
+from safetensors.torch import load_file
+
+from PancreasAILib.cli.main import main
+from PancreasAILib.corrections import write_correction_record
+from PancreasAILib.models.registry import get_entry
+from PancreasAILib.training.datasets import PatchSampler, load_cache
+from PancreasAILib.training.preprocess import preprocess_case, save_case
+from PancreasAILib.training.trainer import TrainConfig, Trainer, default_spec
+
+CHANNELS = [str(c) for c in TINY]
+
+
+@pytest.fixture(scope="module")
+def small_case(tmp_path_factory):
+    return make_small_case(tmp_path_factory.mktemp("case"))
+
+
+@pytest.fixture(scope="module")
+def cache(small_case, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cache")
+    arrays = preprocess_case(small_case.images, small_case.labels)
+    for k in range(2):
+        save_case(folder / f"case{k}.npz", arrays, {"source": "synthetic", "anatomy": "procedural", "seed": k})
+    return folder
+
+
+def test_preprocessed_box_holds_the_whole_gland_and_tumour(small_case, cache):
+    (case, _) = load_cache(cache)
+    truth = sitk.GetArrayFromImage(small_case.labels)
+    voxel_ml_truth = np.prod(small_case.labels.GetSpacing()) / 1000
+    assert case["s2_image"].shape[0] == 3 and case["s2_image"].shape[1:] == case["s2_label"].shape
+    assert case["s2_label"].shape == case["s2_prior"].shape
+    tumour_ml = (case["s2_label"] == 2).sum() * 2.0 * 2.0 * 3.0 / 1000
+    assert tumour_ml == pytest.approx((truth == 2).sum() * voxel_ml_truth, rel=0.35)
+    assert case["has_tumour"] and case["phase_mask"].all()
+    # the gland sits inside the box, away from its faces
+    gland = np.argwhere(case["s2_label"] > 0)
+    assert gland.min(axis=0).min() > 0 and np.all(gland.max(axis=0) < np.array(case["s2_label"].shape) - 1)
+
+
+def test_sampler_oversamples_tumour_and_drops_phases(cache):
+    sampler = PatchSampler(load_cache(cache), stage=2, patch=(16, 32, 32), seed=0, tumour_fraction=1.0)
+    batch = sampler.batch(8)
+    assert batch["image"].shape == (8, 3, 16, 32, 32) and batch["prior"].shape == (8, 1, 16, 32, 32)
+    assert int(batch["pdac"].sum()) >= 6  # centred on tumour voxels (jitter may cut a few short)
+    masks = np.stack([sampler.sample()["mask"] for _ in range(60)])
+    assert masks.any(axis=1).all() and (~masks.all(axis=1)).sum() > 10  # subsets, never empty
+    dropped = batch["image"].numpy()[~batch["mask"].numpy()]
+    assert np.all(dropped == 0)
+
+
+def test_training_checkpoints_and_resumes(cache, tmp_path):
+    cases = load_cache(cache)
+    config = TrainConfig(stage=1, run_dir=tmp_path / "run", steps=4, checkpoint_every=2, val_every=4,
+                         channels=TINY, spec=default_spec(1))
+    Trainer(config, cases, cases[:1]).fit()
+    assert (tmp_path / "run" / "checkpoint.pt").is_file() and (tmp_path / "run" / "best.safetensors").is_file()
+    config.steps = 6
+    resumed = Trainer(config, cases, cases[:1])
+    assert resumed.resume() and resumed.step == 4
+    resumed.fit()
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert max(steps) == 6
+
+
+def test_train_command_registers_loadable_weights(cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("PANCREASAI_MODELS", str(tmp_path / "models"))
+    rc = main(["train", "stage2", "--cache", str(cache), "--val-cases", "0", "--run", str(tmp_path / "run"),
+               "--steps", "2", "--val-every", "2", "--channels", *CHANNELS, "--device", "cpu", "--register",
+               "--progress", "none"])
+    assert rc == 0
+    entry = get_entry("stage2_tumour")
+    assert entry.card["intended_use"].startswith("Research use only")
+    assert entry.card["training_data"]["cases"] == 2
+    assert entry.config["channels"] == list(TINY)
+
+
+def test_distributed_training_with_two_gloo_processes(cache, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "PancreasAILib.cli.main", "train", "stage1", "--cache", str(cache), "--val-cases", "0",
+           "--run-dir", str(tmp_path / "ddp"), "--steps", "2", "--val-every", "2", "--channels", *CHANNELS,
+           "--device", "cpu", "--progress", "none"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    config = json.loads((tmp_path / "ddp" / "config.json").read_text())
+    assert config["world_size"] == 2
+    assert (tmp_path / "ddp" / "checkpoint.pt").is_file()
+
+
+def test_fine_tuning_from_a_correction_record(small_case, tmp_path, monkeypatch):
+    models = make_tiny_models(tmp_path / "models")
+    monkeypatch.setenv("PANCREASAI_MODELS", str(models))
+    prediction = sitk.Image(small_case.labels.GetSize(), sitk.sitkUInt8)
+    prediction.CopyInformation(small_case.labels)
+    write_correction_record(tmp_path / "corrections", phases={p.value: img for p, img in small_case.images.items()},
+                            prediction=prediction, corrected=small_case.labels,
+                            model_versions={"stage2_tumour": "test"}, input_ids={"study": "x"})
+    rc = main(["train", "stage2", "--corrections", str(tmp_path / "corrections"), "--val-cases", "0",
+               "--run", str(tmp_path / "ft"), "--steps", "2", "--val-every", "2", "--device", "cpu",
+               "--progress", "none"])
+    assert rc == 0
+    before = load_file(str(models / "stage2_tumour.safetensors"))
+    after = load_file(str(tmp_path / "ft" / "best.safetensors"))
+    assert before.keys() == after.keys()
+    assert any(not np.allclose(before[k].numpy(), after[k].numpy()) for k in before)
