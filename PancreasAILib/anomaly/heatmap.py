@@ -79,6 +79,7 @@ class AnomalyModel:
         self.info = info
         self.device = device
         self.max_batch = 96  # slices per forward pass; bounds memory on very long ROIs
+        self.entries: list = []
 
     @classmethod
     def load(cls, device: str = "cpu", root: Path | None = None) -> AnomalyModel:
@@ -89,7 +90,9 @@ class AnomalyModel:
             "ddpm": f"{ddpm_entry.name} {ddpm_entry.version} sha256:{ddpm_entry.sha256[:12]}",
             "classifier": f"{cls_entry.name} {cls_entry.version} sha256:{cls_entry.sha256[:12]}",
         }
-        return cls(ddpm, classifier, spec, schedule, t_max, defaults, info, device)
+        model = cls(ddpm, classifier, spec, schedule, t_max, defaults, info, device)
+        model.entries = [ddpm_entry, cls_entry]  # for the report's model list (name, version, sha256)
+        return model
 
     def reconstruct(
         self,

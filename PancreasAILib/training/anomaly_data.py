@@ -107,9 +107,11 @@ def build_cache(spec: CacheSpec, out_dir: Path, log=print) -> list[Path]:
     spec_file = out_dir / "spec.json"
     if spec_file.is_file():  # never mix cases made with other settings in one folder
         old = json.loads(spec_file.read_text())
-        if {k: v for k, v in old.items() if k != "cases"} != {
-            k: v for k, v in record.items() if k != "cases"
-        }:
+
+        def same(a: dict) -> dict:  # what must match: all but the count, with the anatomy path resolved
+            return {k: str(Path(v).resolve()) if k == "anatomy" else v for k, v in a.items() if k != "cases"}
+
+        if same(old) != same(record):
             raise InputError(
                 f"The cache {out_dir} holds cases made with other settings ({old}).",
                 "Use another cache folder, or delete this one.",
