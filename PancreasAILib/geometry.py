@@ -52,9 +52,9 @@ def resample_to_spacing(image: sitk.Image, spacing: Sequence[float], *, interpol
     source = image
     if interpolator != sitk.sitkNearestNeighbor:
         sigma = [0.5 * s if s > 1.5 * o else 0.0 for s, o in zip(spacing, old_spacing, strict=True)]
-        if any(sigma):
-            source = sitk.DiscreteGaussian(sitk.Cast(image, sitk.sitkFloat32), [v * v for v in sigma],
-                                           32, 0.01, True)
+        if any(sigma):  # recursive (IIR) Gaussian: its cost does not grow with sigma, unlike a kernel
+            source = sitk.SmoothingRecursiveGaussian(sitk.Cast(image, sitk.sitkFloat32),
+                                                     [max(v, 0.01 * o) for v, o in zip(sigma, old_spacing, strict=True)])
     # Keep the physical centre of the first voxel's cell aligned: origin moves by half the change.
     direction = np.array(image.GetDirection()).reshape(3, 3)
     shift = direction @ ((np.array(spacing) - old_spacing) / 2)
