@@ -8,6 +8,7 @@ fits on a CPU and in 3D on small GPUs.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 
 import torch
 from torch import nn
@@ -98,3 +99,21 @@ def total_stride(strides: Sequence[Sequence[int]]) -> tuple[int, int, int]:
     for stride in strides:
         out = [a * b for a, b in zip(out, stride, strict=True)]
     return tuple(out)
+
+
+class NetworkConfig:
+    """JSON round trip for the network config dataclasses (stored in the weight manifest): widths as a list,
+    strides as a list of lists on the way out, tuples on the way back in."""
+
+    def to_dict(self) -> dict:
+        data = asdict(self)  # type: ignore[call-overload]
+        data["channels"] = list(self.channels)  # type: ignore[attr-defined]
+        data["strides"] = [list(s) for s in self.strides]  # type: ignore[attr-defined]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        values = dict(data)
+        values["channels"] = tuple(values["channels"])
+        values["strides"] = tuple(tuple(s) for s in values["strides"])
+        return cls(**values)

@@ -11,18 +11,18 @@ over the last three fused encoder levels (PANORAMA's multi-task design).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from PancreasAILib.models.blocks import Decoder, Encoder, total_stride
+from PancreasAILib.models.blocks import Decoder, Encoder, NetworkConfig, total_stride
 from PancreasAILib.models.fusion import CrossPhaseFusion, masked_mean
 
 
 @dataclass
-class MultiPhaseConfig:
+class MultiPhaseConfig(NetworkConfig):
     """Width and depth of stage 2. Defaults: the small CPU model that ships; `large()`: DiffuPan-sized."""
 
     phases: int = 3
@@ -37,18 +37,6 @@ class MultiPhaseConfig:
         return cls(channels=(32, 64, 128, 256, 320),
                    strides=((1, 2, 2), (2, 2, 2), (2, 2, 2), (2, 2, 2)), fusion_levels=3, fpn_channels=64)
 
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["channels"] = list(self.channels)
-        data["strides"] = [list(s) for s in self.strides]
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> MultiPhaseConfig:
-        values = dict(data)
-        values["channels"] = tuple(values["channels"])
-        values["strides"] = tuple(tuple(s) for s in values["strides"])
-        return cls(**values)
 
 
 class FPNClassifier(nn.Module):

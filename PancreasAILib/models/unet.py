@@ -8,16 +8,16 @@ It runs at PANORAMA's coarse scale (about 4 mm in-plane), where a whole abdomen 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from PancreasAILib.models.blocks import Decoder, Encoder, total_stride
+from PancreasAILib.models.blocks import Decoder, Encoder, NetworkConfig, total_stride
 
 
 @dataclass
-class CoarseUNetConfig:
+class CoarseUNetConfig(NetworkConfig):
     """Width and depth of the stage-1 network; the defaults are the small CPU configuration that ships."""
 
     phases: int = 3
@@ -25,16 +25,6 @@ class CoarseUNetConfig:
     strides: Sequence[Sequence[int]] = field(default_factory=lambda: ((2, 2, 2), (2, 2, 2), (2, 2, 2)))
     classes: int = 2  # background, pancreas (including tumour)
 
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["channels"] = list(self.channels)
-        data["strides"] = [list(s) for s in self.strides]
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> CoarseUNetConfig:
-        return cls(phases=data["phases"], channels=tuple(data["channels"]),
-                   strides=tuple(tuple(s) for s in data["strides"]), classes=data["classes"])
 
 
 class CoarseUNet(nn.Module):
