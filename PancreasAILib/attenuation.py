@@ -117,8 +117,9 @@ def find_liver(hu: np.ndarray, body: np.ndarray, aorta: np.ndarray | None) -> np
 
 def measure_landmarks(image: sitk.Image) -> Landmarks:
     """Median HU in the aorta and the liver of a CT volume (any orientation), on a 3 mm grid."""
-    small = resample_to_spacing(to_lps_axial(image), (SAMPLING_SPACING_MM,) * 3, interpolator=sitk.sitkLinear,
-                                default_value=-1024.0)
+    small = resample_to_spacing(
+        to_lps_axial(image), (SAMPLING_SPACING_MM,) * 3, interpolator=sitk.sitkLinear, default_value=-1024.0
+    )
     hu = sitk.GetArrayFromImage(small).astype(np.float32)
     body = _body_mask(hu)
     aorta, radius = find_aorta(hu, body, SAMPLING_SPACING_MM)

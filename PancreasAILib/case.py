@@ -34,14 +34,21 @@ def check_same_patient_and_study(series: Sequence[LoadedSeries], force: bool) ->
     studies = {s.info.study_key for s in series if s.info.study_key}
     problems = []
     if len(patients) > 1:
-        problems.append(("The inputs belong to different patients (their patient identifiers differ).",
-                         "Give the phases of one patient only. If the identifiers differ only because of "
-                         "anonymisation and you are sure it is one patient, pass --force."))
+        problems.append(
+            (
+                "The inputs belong to different patients (their patient identifiers differ).",
+                "Give the phases of one patient only. If the identifiers differ only because of "
+                "anonymisation and you are sure it is one patient, pass --force.",
+            )
+        )
     if len(studies) > 1:
-        problems.append(("The inputs come from different studies (their StudyInstanceUIDs differ), so they "
-                         "may not be phases of one examination.",
-                         "Give phases of one study. If they are one examination split across studies, "
-                         "pass --force."))
+        problems.append(
+            (
+                "The inputs come from different studies (their StudyInstanceUIDs differ), so they "
+                "may not be phases of one examination.",
+                "Give phases of one study. If they are one examination split across studies, pass --force.",
+            )
+        )
     for problem, fix in problems:
         if not force:
             raise InconsistentInputError(problem, fix)
@@ -90,8 +97,10 @@ def assemble_phase_set(
     warnings: list[str] = []
     for phase, (item, evidence) in explicit.items():
         if evidence.phase is not None and evidence.phase != phase and evidence.confidence > 0.8:
-            warnings.append(f"You set {_describe(item)} as {phase.value}, but it looks {evidence.phase.value} "
-                            f"(confidence {evidence.confidence:.2f}); your choice was kept.")
+            warnings.append(
+                f"You set {_describe(item)} as {phase.value}, but it looks {evidence.phase.value} "
+                f"(confidence {evidence.confidence:.2f}); your choice was kept."
+            )
         lines = [*evidence.evidence, f"set to {phase.value} by the user"]
         chosen[phase] = (item, PhaseEvidence(phase, 1.0, lines, dict(evidence.scores), overridden=True))
     for item, evidence in auto:
@@ -106,11 +115,16 @@ def assemble_phase_set(
             )
         chosen[evidence.phase] = (item, evidence)
     if not chosen:
-        raise InputError("None of the inputs is a contrast-enhanced CT phase.",
-                         "Give arterial, venous or delayed contrast CT series.")
+        raise InputError(
+            "None of the inputs is a contrast-enhanced CT phase.",
+            "Give arterial, venous or delayed contrast CT series.",
+        )
     warnings += check_same_patient_and_study([item for item, _ in chosen.values()], force)
     ordered = {p: chosen[p] for p in PHASE_ORDER if p in chosen}
     for warning in warnings:
         log.warning(warning)
-    return PhaseSet(series={p: v[0] for p, v in ordered.items()},
-                    evidence={p: v[1] for p, v in ordered.items()}, warnings=warnings)
+    return PhaseSet(
+        series={p: v[0] for p, v in ordered.items()},
+        evidence={p: v[1] for p, v in ordered.items()},
+        warnings=warnings,
+    )

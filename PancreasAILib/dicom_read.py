@@ -85,8 +85,11 @@ class DicomSeries:
             contrast_agent=str(getattr(first, "ContrastBolusAgent", "") or "") or None,
             acquisition_time_s=_seconds(getattr(first, "AcquisitionTime", None))
             or _seconds(getattr(first, "SeriesTime", None)),
-            patient_key=hashed_key(getattr(first, "PatientID", None), getattr(first, "PatientName", None),
-                                   getattr(first, "PatientBirthDate", None)),
+            patient_key=hashed_key(
+                getattr(first, "PatientID", None),
+                getattr(first, "PatientName", None),
+                getattr(first, "PatientBirthDate", None),
+            ),
             study_key=hashed_key(getattr(first, "StudyInstanceUID", None)),
             series_uid=str(getattr(first, "SeriesInstanceUID", "") or "") or None,
             frame_of_reference_uid=str(getattr(first, "FrameOfReferenceUID", "") or "") or None,
@@ -142,7 +145,10 @@ def is_volume_series(series: DicomSeries) -> bool:
 
 
 def _normal(ds: pydicom.Dataset) -> np.ndarray:
-    row, col = np.array(ds.ImageOrientationPatient[:3], float), np.array(ds.ImageOrientationPatient[3:], float)
+    row, col = (
+        np.array(ds.ImageOrientationPatient[:3], float),
+        np.array(ds.ImageOrientationPatient[3:], float),
+    )
     return np.cross(row, col)
 
 
@@ -225,8 +231,17 @@ def _read_slice_hu(path: Path, rows: int, cols: int, name: str) -> np.ndarray:
     try:
         ds = pydicom.dcmread(path)
         pixels = ds.pixel_array
-    except (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError, RuntimeError,
-            NotImplementedError, InvalidDicomError) as error:  # the types pydicom raises for damaged data
+    except (
+        OSError,
+        EOFError,
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        RuntimeError,
+        NotImplementedError,
+        InvalidDicomError,
+    ) as error:  # the types pydicom raises for damaged data
         raise InputError(
             f"{name}: the slice file {path.name} is corrupt ({type(error).__name__}: {error}).",
             "Re-send the series from PACS or remove the damaged file and re-export; PancreasAI will not "

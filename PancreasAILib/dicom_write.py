@@ -46,8 +46,14 @@ def _dicom_time(seconds: float) -> str:
     return f"{int(hours):02d}{int(minutes):02d}{secs:09.6f}"
 
 
-def write_dicom_series(image: sitk.Image, out_dir: Path, header: SeriesHeader, *,
-                       file_prefix: str = "CT", shuffle_names_seed: int | None = None) -> list[Path]:
+def write_dicom_series(
+    image: sitk.Image,
+    out_dir: Path,
+    header: SeriesHeader,
+    *,
+    file_prefix: str = "CT",
+    shuffle_names_seed: int | None = None,
+) -> list[Path]:
     """Write `image` (HU, any 3D orientation) as one file per slice; returns the files in slice order.
 
     `shuffle_names_seed` gives files names that do not sort by position, as real exports often do.

@@ -38,8 +38,13 @@ def to_lps_axial(image: sitk.Image) -> sitk.Image:
     return sitk.DICOMOrient(image, "LPS")
 
 
-def resample_to_spacing(image: sitk.Image, spacing: Sequence[float], *, interpolator: int = sitk.sitkLinear,
-                        default_value: float = 0.0) -> sitk.Image:
+def resample_to_spacing(
+    image: sitk.Image,
+    spacing: Sequence[float],
+    *,
+    interpolator: int = sitk.sitkLinear,
+    default_value: float = 0.0,
+) -> sitk.Image:
     """Resample onto a grid with `spacing` covering the same physical extent and direction.
 
     For downsampling with linear interpolation the image is first smoothed (Gaussian with sigma of
@@ -53,22 +58,45 @@ def resample_to_spacing(image: sitk.Image, spacing: Sequence[float], *, interpol
     if interpolator != sitk.sitkNearestNeighbor:
         sigma = [0.5 * s if s > 1.5 * o else 0.0 for s, o in zip(spacing, old_spacing, strict=True)]
         if any(sigma):  # recursive (IIR) Gaussian: its cost does not grow with sigma, unlike a kernel
-            source = sitk.SmoothingRecursiveGaussian(sitk.Cast(image, sitk.sitkFloat32),
-                                                     [max(v, 0.01 * o) for v, o in zip(sigma, old_spacing, strict=True)])
+            source = sitk.SmoothingRecursiveGaussian(
+                sitk.Cast(image, sitk.sitkFloat32),
+                [max(v, 0.01 * o) for v, o in zip(sigma, old_spacing, strict=True)],
+            )
     # Keep the physical centre of the first voxel's cell aligned: origin moves by half the change.
     direction = np.array(image.GetDirection()).reshape(3, 3)
     shift = direction @ ((np.array(spacing) - old_spacing) / 2)
     origin = tuple(np.array(image.GetOrigin()) + shift)
-    return sitk.Resample(source, new_size, sitk.Transform(), interpolator, origin, spacing,
-                         image.GetDirection(), default_value, source.GetPixelID())
+    return sitk.Resample(
+        source,
+        new_size,
+        sitk.Transform(),
+        interpolator,
+        origin,
+        spacing,
+        image.GetDirection(),
+        default_value,
+        source.GetPixelID(),
+    )
 
 
-def resample_to_reference(image: sitk.Image, reference: sitk.Image, *, transform: sitk.Transform | None = None,
-                          interpolator: int = sitk.sitkLinear, default_value: float = 0.0,
-                          pixel_type: int | None = None) -> sitk.Image:
+def resample_to_reference(
+    image: sitk.Image,
+    reference: sitk.Image,
+    *,
+    transform: sitk.Transform | None = None,
+    interpolator: int = sitk.sitkLinear,
+    default_value: float = 0.0,
+    pixel_type: int | None = None,
+) -> sitk.Image:
     """Resample `image` onto `reference`'s grid; `transform` maps reference points to image points."""
-    return sitk.Resample(image, reference, transform or sitk.Transform(), interpolator, default_value,
-                         pixel_type if pixel_type is not None else image.GetPixelID())
+    return sitk.Resample(
+        image,
+        reference,
+        transform or sitk.Transform(),
+        interpolator,
+        default_value,
+        pixel_type if pixel_type is not None else image.GetPixelID(),
+    )
 
 
 def mask_bounding_box(mask: sitk.Image) -> BoundingBox | None:
@@ -90,8 +118,12 @@ def mask_bounding_box(mask: sitk.Image) -> BoundingBox | None:
 
 def crop_to_box(image: sitk.Image, box: BoundingBox) -> sitk.Image:
     """Crop to the voxels whose centres fall in `box` (clipped to the image); geometry stays exact."""
-    corners = [(x, y, z) for x in (box.low[0], box.high[0]) for y in (box.low[1], box.high[1])
-               for z in (box.low[2], box.high[2])]
+    corners = [
+        (x, y, z)
+        for x in (box.low[0], box.high[0])
+        for y in (box.low[1], box.high[1])
+        for z in (box.low[2], box.high[2])
+    ]
     indices = np.array([image.TransformPhysicalPointToContinuousIndex(c) for c in corners])
     size = np.array(image.GetSize())
     low = np.clip(np.ceil(indices.min(axis=0) - 1e-6), 0, size - 1).astype(int)
@@ -109,8 +141,13 @@ def crop_with_margin(image: sitk.Image, mask: sitk.Image, margin_mm: Sequence[fl
     return crop_to_box(image, box.expanded(margin_mm))
 
 
-def paste_into(reference: sitk.Image, crop: sitk.Image, *, interpolator: int = sitk.sitkNearestNeighbor,
-               background: float = 0.0) -> sitk.Image:
+def paste_into(
+    reference: sitk.Image,
+    crop: sitk.Image,
+    *,
+    interpolator: int = sitk.sitkNearestNeighbor,
+    background: float = 0.0,
+) -> sitk.Image:
     """Put `crop` back on `reference`'s grid: exact index paste when the grids align, else resampling."""
     if np.allclose(crop.GetSpacing(), reference.GetSpacing(), atol=1e-5) and np.allclose(
         crop.GetDirection(), reference.GetDirection(), atol=1e-5

@@ -80,8 +80,11 @@ def load_dicom_folder(folder: Path, series_uid: str | None = None) -> list[Loade
         short = [s for s in by_modality.get("CT", []) if len(s.files) < MIN_SLICES_FOR_VOLUME]
         if short and len(by_modality) == 1:
             first = short[0].first
-            check_geometry((int(first.Columns), int(first.Rows), len(short[0].files)), (1.0, 1.0, 1.0),
-                           f"The CT series in {folder}")
+            check_geometry(
+                (int(first.Columns), int(first.Rows), len(short[0].files)),
+                (1.0, 1.0, 1.0),
+                f"The CT series in {folder}",
+            )
         raise InputError(
             f"{folder} holds no CT volume series (found {found}).",
             "Give the contrast-enhanced CT series; PancreasAI works on axial CT volumes, not "

@@ -17,14 +17,59 @@ from PancreasAILib.attenuation import Landmarks, measure_landmarks
 from PancreasAILib.phases import PHASE_ORDER, LoadedSeries, Phase, PhaseEvidence
 
 _KEYWORDS: dict[str, tuple[str, ...]] = {
-    Phase.ARTERIAL.value: ("arterial", "arteriell", "arteriale", "art", "pancreatic", "pankreas", "ap", "lap",
-                           "late arterial", "cta", "angio", "early"),
-    Phase.VENOUS.value: ("portal", "venous", "venös", "venos", "portalvenous", "pv", "pvp", "vp", "portovenous",
-                         "portal venous", "venoes"),
-    Phase.DELAYED.value: ("delayed", "late", "equilibrium", "eq", "spät", "spaet", "excretory", "5min",
-                          "3min", "urographic"),
-    "unenhanced": ("native", "nativ", "non contrast", "noncontrast", "non-contrast", "unenhanced", "plain",
-                   "nc", "pre contrast", "precontrast", "ohne km", "sine"),
+    Phase.ARTERIAL.value: (
+        "arterial",
+        "arteriell",
+        "arteriale",
+        "art",
+        "pancreatic",
+        "pankreas",
+        "ap",
+        "lap",
+        "late arterial",
+        "cta",
+        "angio",
+        "early",
+    ),
+    Phase.VENOUS.value: (
+        "portal",
+        "venous",
+        "venös",
+        "venos",
+        "portalvenous",
+        "pv",
+        "pvp",
+        "vp",
+        "portovenous",
+        "portal venous",
+        "venoes",
+    ),
+    Phase.DELAYED.value: (
+        "delayed",
+        "late",
+        "equilibrium",
+        "eq",
+        "spät",
+        "spaet",
+        "excretory",
+        "5min",
+        "3min",
+        "urographic",
+    ),
+    "unenhanced": (
+        "native",
+        "nativ",
+        "non contrast",
+        "noncontrast",
+        "non-contrast",
+        "unenhanced",
+        "plain",
+        "nc",
+        "pre contrast",
+        "precontrast",
+        "ohne km",
+        "sine",
+    ),
 }
 # Phrases that contain another phase's keyword but mean something else.
 _OVERRIDES = {"late arterial": Phase.ARTERIAL.value}
@@ -119,15 +164,23 @@ def identify_phases(series: Sequence[LoadedSeries], *, use_attenuation: bool = T
         phase = None if best == "unenhanced" else Phase(best)
         if phase is None:
             evidence.append("looks unenhanced (no contrast): not usable as a contrast phase")
-        results.append(PhaseEvidence(phase=phase, confidence=probabilities[best], evidence=evidence,
-                                     scores=probabilities))
+        results.append(
+            PhaseEvidence(
+                phase=phase, confidence=probabilities[best], evidence=evidence, scores=probabilities
+            )
+        )
     return results
 
 
-def _add_time_order(series: Sequence[LoadedSeries], partial: list[tuple[dict[str, float], list[str]]]) -> None:
+def _add_time_order(
+    series: Sequence[LoadedSeries], partial: list[tuple[dict[str, float], list[str]]]
+) -> None:
     """With several timed series of one study, earlier favours arterial and later delayed."""
-    timed = [(i, s.info.acquisition_time_s) for i, s in enumerate(series)
-             if s.info.acquisition_time_s is not None and partial[i][0]["unenhanced"] <= 0]
+    timed = [
+        (i, s.info.acquisition_time_s)
+        for i, s in enumerate(series)
+        if s.info.acquisition_time_s is not None and partial[i][0]["unenhanced"] <= 0
+    ]
     studies = {s.info.study_key for s in series}
     if len(timed) < 2 or len(studies) > 1:
         return

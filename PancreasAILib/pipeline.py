@@ -58,8 +58,14 @@ class EngineModels:
     device: str = "cpu"
 
     @classmethod
-    def load(cls, device: str = "cpu", *, heatmap: bool = True, stage1: Any | None = None,
-             restrict_to_pancreas: bool = True) -> EngineModels:
+    def load(
+        cls,
+        device: str = "cpu",
+        *,
+        heatmap: bool = True,
+        stage1: Any | None = None,
+        restrict_to_pancreas: bool = True,
+    ) -> EngineModels:
         cascade = Cascade.load(device, stage1=stage1, restrict_to_pancreas=restrict_to_pancreas)
         anomaly = None
         if heatmap:
@@ -69,7 +75,9 @@ class EngineModels:
         return cls(cascade, anomaly, device)
 
     def model_infos(self) -> list[ModelInfo]:
-        infos = [ModelInfo(e.name, e.version, e.sha256) for e in (self.cascade.entries if self.cascade else [])]
+        infos = [
+            ModelInfo(e.name, e.version, e.sha256) for e in (self.cascade.entries if self.cascade else [])
+        ]
         for entry in getattr(self.anomaly, "entries", []) or []:
             infos.append(ModelInfo(entry.name, entry.version, entry.sha256))
         return infos
@@ -86,9 +94,16 @@ class CaseResult:
 
 def alignment_infos(aligned: AlignedCase) -> list[AlignmentInfo]:
     return [
-        AlignmentInfo(phase=r.phase.value, method=r.method, metric="ncc", similarity_before=r.ncc_before,
-                      similarity_after=r.ncc_after, translation_mm=tuple(r.translation_mm),
-                      rotation_deg=r.rotation_deg, warning=r.warning)
+        AlignmentInfo(
+            phase=r.phase.value,
+            method=r.method,
+            metric="ncc",
+            similarity_before=r.ncc_before,
+            similarity_after=r.ncc_after,
+            translation_mm=tuple(r.translation_mm),
+            rotation_deg=r.rotation_deg,
+            warning=r.warning,
+        )
         for r in aligned.alignments
     ]
 
@@ -98,7 +113,9 @@ def build_report(phase_set: PhaseSet, aligned: AlignedCase, timings: dict[str, f
     return Report(
         reference_phase=aligned.reference_phase.value,
         inputs={p.value: phase_set.series[p].info.to_report() for p in phase_set.phases},
-        phases={p.value: phase_set.evidence[p].to_report() for p in phase_set.phases if p in phase_set.evidence},
+        phases={
+            p.value: phase_set.evidence[p].to_report() for p in phase_set.phases if p in phase_set.evidence
+        },
         reference_geometry=GeometryInfo.from_image(aligned.reference),
         alignment=alignment_infos(aligned),
         segmentation_status="not_run",
@@ -117,30 +134,53 @@ def _fill_segmentation(report: Report, result: CascadeResult, models: EngineMode
     report.segmentation_status = "done"
     report.segmentation_reason = None
     report.pdac_likelihood = result.pdac_likelihood
-    report.lesions = [Lesion(id=c.id, confidence=c.confidence, volume_ml=c.volume_ml,
-                             longest_axial_diameter_mm=c.longest_axial_diameter_mm, centroid_mm=c.centroid_mm)
-                      for c in result.lesions]
-    report.notes.append(f"PDAC classification head {result.classifier_probability:.3f}; likelihood = mean of the "
-                        "head and the strongest lesion's confidence. Research use only, not for clinical use.")
+    report.lesions = [
+        Lesion(
+            id=c.id,
+            confidence=c.confidence,
+            volume_ml=c.volume_ml,
+            longest_axial_diameter_mm=c.longest_axial_diameter_mm,
+            centroid_mm=c.centroid_mm,
+        )
+        for c in result.lesions
+    ]
+    report.notes.append(
+        f"PDAC classification head {result.classifier_probability:.3f}; likelihood = mean of the "
+        "head and the strongest lesion's confidence. Research use only, not for clinical use."
+    )
 
 
-def _heatmap(result: CascadeResult, models: EngineModels, reference: sitk.Image, options: PipelineOptions
-             ) -> tuple[sitk.Image | None, str | None]:
+def _heatmap(
+    result: CascadeResult, models: EngineModels, reference: sitk.Image, options: PipelineOptions
+) -> tuple[sitk.Image | None, str | None]:
     if models.anomaly is None or not result.pancreas_found or result.roi_grid is None:
         return None, None
     spacing_zyx = tuple(float(v) for v in result.roi_grid.GetSpacing()[::-1])
     settings = {"seed": options.seed, **options.heatmap_settings}
-    outcome = models.anomaly.heatmap(result.roi_hu, result.phase_mask, result.roi_gland, spacing_zyx, **settings)
-    image = paste_roi(array_to_grid(np.asarray(outcome.heatmap, np.float32), result.roi_grid), reference, linear=True)
-    detail = (f"DDIM L={outcome.settings.get('noise_level')} S={outcome.settings.get('guidance')} "
-              f"steps={outcome.settings.get('steps')}: {outcome.passes_per_slice} network passes per slice "
-              f"in {outcome.seconds:.1f} s")
+    outcome = models.anomaly.heatmap(
+        result.roi_hu, result.phase_mask, result.roi_gland, spacing_zyx, **settings
+    )
+    image = paste_roi(
+        array_to_grid(np.asarray(outcome.heatmap, np.float32), result.roi_grid), reference, linear=True
+    )
+    detail = (
+        f"DDIM L={outcome.settings.get('noise_level')} S={outcome.settings.get('guidance')} "
+        f"steps={outcome.settings.get('steps')}: {outcome.passes_per_slice} network passes per slice "
+        f"in {outcome.seconds:.1f} s"
+    )
     return sitk.Cast(image, sitk.sitkFloat32), detail
 
 
-def run_case(phase_set: PhaseSet, out_dir: Path, options: PipelineOptions | None = None, *,
-             models: EngineModels | None = None, progress: ProgressCallback = null_progress,
-             truth: sitk.Image | None = None, title: str = "PancreasAI") -> CaseResult:
+def run_case(
+    phase_set: PhaseSet,
+    out_dir: Path,
+    options: PipelineOptions | None = None,
+    *,
+    models: EngineModels | None = None,
+    progress: ProgressCallback = null_progress,
+    truth: sitk.Image | None = None,
+    title: str = "PancreasAI",
+) -> CaseResult:
     """Align the phases, run the cascade and the heatmap when models are given, and write the outputs."""
     options = options or PipelineOptions()
     timings: dict[str, float] = {}
@@ -172,9 +212,14 @@ def run_case(phase_set: PhaseSet, out_dir: Path, options: PipelineOptions | None
     elif options.segment:
         report.segmentation_reason = "no segmentation models were loaded"
     if heatmap is None and options.heatmap:
-        report.heatmap = HeatmapInfo(summary="not computed: " + (
-            "no pancreas was found" if cascade_result is not None and not cascade_result.pancreas_found
-            else "the anomaly model is not loaded"))
+        report.heatmap = HeatmapInfo(
+            summary="not computed: "
+            + (
+                "no pancreas was found"
+                if cascade_result is not None and not cascade_result.pancreas_found
+                else "the anomaly model is not loaded"
+            )
+        )
     elif heatmap is not None:
         report.heatmap = summarize_heatmap(heatmap, labels)
     progress("outputs", 0.0, "writing")
@@ -182,12 +227,24 @@ def run_case(phase_set: PhaseSet, out_dir: Path, options: PipelineOptions | None
     report.timings_s = {k: round(v, 3) for k, v in timings.items()}
     reference_info = phase_set.series[aligned.reference_phase].info
     source_files = list(reference_info.dicom_files) if reference_info.kind == "dicom" else None
-    outputs = write_case_outputs(out_dir, reference=aligned.reference, labels=labels, heatmap=heatmap, report=report,
-                                 images=aligned.images, source_dicom_files=source_files, extra_files=extra,
-                                 overwrite=options.overwrite, title=title, truth=truth)
+    outputs = write_case_outputs(
+        out_dir,
+        reference=aligned.reference,
+        labels=labels,
+        heatmap=heatmap,
+        report=report,
+        images=aligned.images,
+        source_dicom_files=source_files,
+        extra_files=extra,
+        overwrite=options.overwrite,
+        title=title,
+        truth=truth,
+    )
     timings["outputs"] = time.perf_counter() - start
     progress("outputs", 1.0, "done")
-    return CaseResult(aligned=aligned, report=report, outputs=outputs, cascade=cascade_result, timings_s=timings)
+    return CaseResult(
+        aligned=aligned, report=report, outputs=outputs, cascade=cascade_result, timings_s=timings
+    )
 
 
 def label_voxels(image: sitk.Image) -> int:

@@ -29,7 +29,12 @@ class JsonLinesProgress:
         self.stream = stream or sys.stdout
 
     def __call__(self, stage: str, fraction: float, message: str = "") -> None:
-        record = {"stage": stage, "fraction": round(float(fraction), 4), "message": message, "time": time.time()}
+        record = {
+            "stage": stage,
+            "fraction": round(float(fraction), 4),
+            "message": message,
+            "time": time.time(),
+        }
         self.stream.write(PROGRESS_PREFIX + json.dumps(record) + "\n")
         self.stream.flush()
 
@@ -48,8 +53,14 @@ class TqdmProgress:
         if stage != self._stage:
             self.close()
             self._stage = stage
-            self._bar = self._tqdm(total=100, desc=stage, unit="%", leave=True, file=sys.stderr,
-                                   bar_format="{desc:<14} {percentage:3.0f}%|{bar:30}| {postfix}")
+            self._bar = self._tqdm(
+                total=100,
+                desc=stage,
+                unit="%",
+                leave=True,
+                file=sys.stderr,
+                bar_format="{desc:<14} {percentage:3.0f}%|{bar:30}| {postfix}",
+            )
         assert self._bar is not None
         self._bar.n = round(100 * min(max(fraction, 0.0), 1.0))
         self._bar.set_postfix_str(message[:60], refresh=True)

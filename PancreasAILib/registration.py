@@ -63,8 +63,9 @@ class AlignmentResult:
 
 def _prepare(image: sitk.Image) -> sitk.Image:
     """Downsample to the registration grid and clip HU so metal and dense contrast do not dominate."""
-    small = resample_to_spacing(sitk.Cast(image, sitk.sitkFloat32), (REGISTRATION_GRID_MM,) * 3,
-                                default_value=-1024.0)
+    small = resample_to_spacing(
+        sitk.Cast(image, sitk.sitkFloat32), (REGISTRATION_GRID_MM,) * 3, default_value=-1024.0
+    )
     return sitk.Clamp(small, sitk.sitkFloat32, -1000.0, 1000.0)
 
 
@@ -73,8 +74,10 @@ def body_mask(image: sitk.Image) -> sitk.Image:
     array = sitk.GetArrayViewFromImage(image) > -400
     labels, count = ndimage.label(array)
     if count == 0:
-        raise AlignmentError("No body was found in the reference phase (no voxels above -400 HU).",
-                             "Check that the reference series is a CT in Hounsfield units.")
+        raise AlignmentError(
+            "No body was found in the reference phase (no voxels above -400 HU).",
+            "Check that the reference series is a CT in Hounsfield units.",
+        )
     sizes = ndimage.sum_labels(array, labels, index=np.arange(1, count + 1))
     body = labels == 1 + int(np.argmax(sizes))
     body = ndimage.binary_dilation(ndimage.binary_fill_holes(body))
@@ -103,16 +106,28 @@ def transform_matrix(transform: sitk.Transform) -> tuple[np.ndarray, np.ndarray]
     return np.column_stack(columns), origin
 
 
-def _register(fixed: sitk.Image, moving: sitk.Image, mask: sitk.Image, initial: sitk.Transform,
-              shrink: list[int], sigmas_mm: list[float], seed: int) -> tuple[sitk.Transform, float]:
+def _register(
+    fixed: sitk.Image,
+    moving: sitk.Image,
+    mask: sitk.Image,
+    initial: sitk.Transform,
+    shrink: list[int],
+    sigmas_mm: list[float],
+    seed: int,
+) -> tuple[sitk.Transform, float]:
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=48)
     method.SetMetricSamplingStrategy(method.RANDOM)
     method.SetMetricSamplingPercentage(0.2, seed)
     method.SetMetricFixedMask(mask)
     method.SetInterpolator(sitk.sitkLinear)
-    method.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3, numberOfIterations=200,
-                                                    relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
+    method.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=2.0,
+        minStep=1e-3,
+        numberOfIterations=200,
+        relaxationFactor=0.6,
+        gradientMagnitudeTolerance=1e-6,
+    )
     method.SetOptimizerScalesFromPhysicalShift()
     method.SetShrinkFactorsPerLevel(shrink)
     method.SetSmoothingSigmasPerLevel(sigmas_mm)
@@ -135,8 +150,14 @@ class PreparedReference:
         return cls(small, body_mask(small))
 
 
-def register_phase(reference: sitk.Image | PreparedReference, moving: sitk.Image, phase: Phase, *,
-                   affine: bool = False, seed: int = 0) -> AlignmentResult:
+def register_phase(
+    reference: sitk.Image | PreparedReference,
+    moving: sitk.Image,
+    phase: Phase,
+    *,
+    affine: bool = False,
+    seed: int = 0,
+) -> AlignmentResult:
     """Find the transform that maps `reference` points onto the same anatomy in `moving`."""
     start = time.perf_counter()
     if not isinstance(reference, PreparedReference):
@@ -167,20 +188,34 @@ def register_phase(reference: sitk.Image | PreparedReference, moving: sitk.Image
     rotation = _rotation_angle_deg(matrix / np.cbrt(max(np.linalg.det(matrix), 1e-6)))
     warning = None
     if ncc_after < POOR_NCC:
-        warning = (f"Alignment of the {phase.value} phase looks poor (NCC in the body {ncc_after:.2f} < "
-                   f"{POOR_NCC}): check the overlay before trusting multi-phase results.")
+        warning = (
+            f"Alignment of the {phase.value} phase looks poor (NCC in the body {ncc_after:.2f} < "
+            f"{POOR_NCC}): check the overlay before trusting multi-phase results."
+        )
     elif ncc_after < ncc_before - 0.02:
-        warning = (f"Alignment made the {phase.value} phase less similar to the reference "
-                   f"(NCC {ncc_before:.2f} → {ncc_after:.2f}): check the overlay.")
+        warning = (
+            f"Alignment made the {phase.value} phase less similar to the reference "
+            f"(NCC {ncc_before:.2f} → {ncc_after:.2f}): check the overlay."
+        )
     elif np.linalg.norm(shift) > MAX_PLAUSIBLE_SHIFT_MM or rotation > MAX_PLAUSIBLE_ROTATION_DEG:
-        warning = (f"The {phase.value} phase moved {np.linalg.norm(shift):.0f} mm / {rotation:.1f}° "
-                   "relative to the reference, more than patients usually move between phases: check it.")
+        warning = (
+            f"The {phase.value} phase moved {np.linalg.norm(shift):.0f} mm / {rotation:.1f}° "
+            "relative to the reference, more than patients usually move between phases: check it."
+        )
     if warning:
         log.warning(warning)
-    return AlignmentResult(phase=phase, transform=transform, method=method, translation_mm=shift,
-                           rotation_deg=rotation, ncc_before=ncc_before, ncc_after=ncc_after,
-                           mutual_information_after=metric, seconds=time.perf_counter() - start,
-                           warning=warning)
+    return AlignmentResult(
+        phase=phase,
+        transform=transform,
+        method=method,
+        translation_mm=shift,
+        rotation_deg=rotation,
+        ncc_before=ncc_before,
+        ncc_after=ncc_after,
+        mutual_information_after=metric,
+        seconds=time.perf_counter() - start,
+        warning=warning,
+    )
 
 
 @dataclass
@@ -193,8 +228,14 @@ class AlignedCase:
     alignments: list[AlignmentResult]
 
 
-def align_phase_set(phase_set: PhaseSet, *, affine: bool = False, register: bool = True,
-                    progress: ProgressCallback = null_progress, seed: int = 0) -> AlignedCase:
+def align_phase_set(
+    phase_set: PhaseSet,
+    *,
+    affine: bool = False,
+    register: bool = True,
+    progress: ProgressCallback = null_progress,
+    seed: int = 0,
+) -> AlignedCase:
     """Register every other phase onto the reference and resample it onto the reference grid."""
     reference_phase = phase_set.reference_phase
     reference = sitk.Cast(phase_set.reference_image, sitk.sitkFloat32)
@@ -211,9 +252,12 @@ def align_phase_set(phase_set: PhaseSet, *, affine: bool = False, register: bool
             transform = result.transform
         else:
             transform = sitk.Transform()
-        images[phase] = resample_to_reference(sitk.Cast(moving, sitk.sitkFloat32), reference, transform=transform,
-                                              default_value=-1024.0)
+        images[phase] = resample_to_reference(
+            sitk.Cast(moving, sitk.sitkFloat32), reference, transform=transform, default_value=-1024.0
+        )
         progress("align", (k + 1) / len(moving_phases), f"{phase.value} aligned")
     progress("align", 1.0, "done")
     ordered = {p: images[p] for p in phase_set.phases}
-    return AlignedCase(reference_phase=reference_phase, reference=reference, images=ordered, alignments=results)
+    return AlignedCase(
+        reference_phase=reference_phase, reference=reference, images=ordered, alignments=results
+    )

@@ -18,10 +18,24 @@ import subprocess
 import sys
 from pathlib import Path
 
-SUBSETS = ["arterial,venous,delayed", "arterial,venous", "venous,delayed", "arterial,delayed",
-           "arterial", "venous", "delayed"]
-COLUMNS = [("pancreas_dice", "pancreas Dice"), ("tumour_dice", "tumour Dice"), ("lesion_ap_iou0.10", "AP@0.10"),
-           ("lesion_ap_iou0.15", "AP@0.15"), ("auroc", "AUROC"), ("sensitivity", "sens"), ("specificity", "spec")]
+SUBSETS = [
+    "arterial,venous,delayed",
+    "arterial,venous",
+    "venous,delayed",
+    "arterial,delayed",
+    "arterial",
+    "venous",
+    "delayed",
+]
+COLUMNS = [
+    ("pancreas_dice", "pancreas Dice"),
+    ("tumour_dice", "tumour Dice"),
+    ("lesion_ap_iou0.10", "AP@0.10"),
+    ("lesion_ap_iou0.15", "AP@0.15"),
+    ("auroc", "AUROC"),
+    ("sensitivity", "sens"),
+    ("specificity", "spec"),
+]
 
 
 def run(cmd: list[str]) -> None:
@@ -31,8 +45,12 @@ def run(cmd: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True, help="nnU-Net-raw held-out dataset (imagesTr, labelsTr)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data", type=Path, required=True, help="nnU-Net-raw held-out dataset (imagesTr, labelsTr)"
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--subsets", nargs="+", default=SUBSETS)
     parser.add_argument("--bootstrap", type=int, default=1000)
@@ -42,11 +60,37 @@ def main(argv: list[str] | None = None) -> int:
     for subset in args.subsets:
         pred = args.out / subset.replace(",", "+")
         if not (pred / "batch.json").is_file():
-            run([exe, "segment", "--batch", str(args.data), "--phases", subset, "--out", str(pred), "--no-heatmap",
-                 "--progress", "none", "--overwrite"])
+            run(
+                [
+                    exe,
+                    "segment",
+                    "--batch",
+                    str(args.data),
+                    "--phases",
+                    subset,
+                    "--out",
+                    str(pred),
+                    "--no-heatmap",
+                    "--progress",
+                    "none",
+                    "--overwrite",
+                ]
+            )
         result_file = pred / "evaluation.json"
-        run([exe, "evaluate", "--pred", str(pred), "--gt", str(args.data), "--bootstrap", str(args.bootstrap),
-             "--json-out", str(result_file)])
+        run(
+            [
+                exe,
+                "evaluate",
+                "--pred",
+                str(pred),
+                "--gt",
+                str(args.data),
+                "--bootstrap",
+                str(args.bootstrap),
+                "--json-out",
+                str(result_file),
+            ]
+        )
         rows[subset] = json.loads(result_file.read_text())
         print(f"done {subset}", file=sys.stderr)
     first = next(iter(rows.values()))

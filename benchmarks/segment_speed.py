@@ -49,7 +49,9 @@ def make_case(folder: Path, name: str, seed: int) -> None:
     grid.SetOrigin(tuple(centre - (np.array(SHAPE_XYZ) - 1) / 2 * np.array(SPACING)))
     folder.mkdir(parents=True, exist_ok=True)
     for k, phase in enumerate(PHASE_ORDER):
-        image = sitk.Resample(case.phases[phase], grid, sitk.Transform(), sitk.sitkLinear, -1024, sitk.sitkInt16)
+        image = sitk.Resample(
+            case.phases[phase], grid, sitk.Transform(), sitk.sitkLinear, -1024, sitk.sitkInt16
+        )
         sitk.WriteImage(image, str(folder / f"{name}_{k:04d}.nii.gz"), useCompression=True)
 
 
@@ -66,7 +68,9 @@ def timed(cmd: list[str]) -> tuple[float, float, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--batch", type=int, default=10, help="cases in the batch run (0: skip)")
     parser.add_argument("--heatmap", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--device", default="cpu")
@@ -79,15 +83,29 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="pancreasai-speed-") as tmp:
         root = Path(tmp)
         make_case(root / "one", "case", seed=11)
-        phases = {p: str(root / "one" / f"case_{k:04d}.nii.gz") for k, p in enumerate(("arterial", "venous", "delayed"))}
-        cmd = [exe, "segment", *[f"--{p}={path}" for p, path in phases.items()], "--out", str(root / "out"), *flags]
+        phases = {
+            p: str(root / "one" / f"case_{k:04d}.nii.gz")
+            for k, p in enumerate(("arterial", "venous", "delayed"))
+        }
+        cmd = [
+            exe,
+            "segment",
+            *[f"--{p}={path}" for p, path in phases.items()],
+            "--out",
+            str(root / "out"),
+            *flags,
+        ]
         wall, peak_gb, _ = timed(cmd)
         report = json.loads((root / "out" / "report.json").read_text())
-        print(f"one 3-phase {SHAPE_XYZ[0]}x{SHAPE_XYZ[1]}x{SHAPE_XYZ[2]} case, fresh process: {wall:.1f} s wall, "
-              f"peak memory {peak_gb:.2f} GB (targets: 60 s, 4 GB) on {os.cpu_count()} CPU cores")
+        print(
+            f"one 3-phase {SHAPE_XYZ[0]}x{SHAPE_XYZ[1]}x{SHAPE_XYZ[2]} case, fresh process: {wall:.1f} s wall, "
+            f"peak memory {peak_gb:.2f} GB (targets: 60 s, 4 GB) on {os.cpu_count()} CPU cores"
+        )
         print("stage timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in report["timings_s"].items()))
-        print(f"status {report['segmentation_status']}, lesions {len(report['lesions'])}, "
-              f"heatmap computed: {report['heatmap']['computed']}")
+        print(
+            f"status {report['segmentation_status']}, lesions {len(report['lesions'])}, "
+            f"heatmap computed: {report['heatmap']['computed']}"
+        )
         if args.batch:
             for i in range(args.batch):
                 make_case(root / "batch" / "imagesTs", f"case{i:02d}", seed=100 + i)
@@ -95,9 +113,11 @@ def main(argv: list[str] | None = None) -> int:
             wall, peak_gb, _ = timed(cmd)
             summary = json.loads((root / "preds" / "batch.json").read_text())
             per_case = [c["seconds"] for c in summary["cases"].values()]
-            print(f"batch of {args.batch}: {wall:.1f} s wall ({wall / args.batch:.1f} s per case), models loaded once "
-                  f"in {summary['model_load_s']:.1f} s, per-case {min(per_case):.1f}-{max(per_case):.1f} s, "
-                  f"peak memory {peak_gb:.2f} GB")
+            print(
+                f"batch of {args.batch}: {wall:.1f} s wall ({wall / args.batch:.1f} s per case), models loaded once "
+                f"in {summary['model_load_s']:.1f} s, per-case {min(per_case):.1f}-{max(per_case):.1f} s, "
+                f"peak memory {peak_gb:.2f} GB"
+            )
     return 0
 
 

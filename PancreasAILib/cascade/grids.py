@@ -26,14 +26,22 @@ def normalise_hu(hu: np.ndarray) -> np.ndarray:
 def image_box(image: sitk.Image) -> BoundingBox:
     """The physical box (LPS mm) covered by an image's voxels, whatever its direction."""
     size = np.array(image.GetSize())
-    corners = [image.TransformContinuousIndexToPhysicalPoint((x, y, z))
-               for x in (-0.5, size[0] - 0.5) for y in (-0.5, size[1] - 0.5) for z in (-0.5, size[2] - 0.5)]
+    corners = [
+        image.TransformContinuousIndexToPhysicalPoint((x, y, z))
+        for x in (-0.5, size[0] - 0.5)
+        for y in (-0.5, size[1] - 0.5)
+        for z in (-0.5, size[2] - 0.5)
+    ]
     corners = np.array(corners)
     return BoundingBox(tuple(corners.min(axis=0)), tuple(corners.max(axis=0)))
 
 
-def grid_for_box(box: BoundingBox, spacing: Sequence[float], divisor: Sequence[int] = (1, 1, 1),
-                 min_size: Sequence[int] = (1, 1, 1)) -> sitk.Image:
+def grid_for_box(
+    box: BoundingBox,
+    spacing: Sequence[float],
+    divisor: Sequence[int] = (1, 1, 1),
+    min_size: Sequence[int] = (1, 1, 1),
+) -> sitk.Image:
     """An empty axis-aligned LPS grid covering `box` at `spacing` (x, y, z), its size padded to a multiple
     of `divisor` (x, y, z) and at least `min_size`, centred on the box."""
     spacing = np.asarray(spacing, float)
@@ -49,8 +57,15 @@ def grid_for_box(box: BoundingBox, spacing: Sequence[float], divisor: Sequence[i
     return grid
 
 
-def resample_onto(image: sitk.Image, grid: sitk.Image, *, linear: bool = True, default: float = 0.0,
-                  pixel: int = sitk.sitkFloat32, smooth: bool = True) -> np.ndarray:
+def resample_onto(
+    image: sitk.Image,
+    grid: sitk.Image,
+    *,
+    linear: bool = True,
+    default: float = 0.0,
+    pixel: int = sitk.sitkFloat32,
+    smooth: bool = True,
+) -> np.ndarray:
     """`image` resampled onto `grid` as a (Z, Y, X) array. Downsampling is smoothed first (anti-aliasing)."""
     source = image
     if linear and smooth:
@@ -58,8 +73,9 @@ def resample_onto(image: sitk.Image, grid: sitk.Image, *, linear: bool = True, d
         new = np.array(grid.GetSpacing())
         sigma = [0.4 * n if n > 1.5 * o else 0.0 for n, o in zip(new, old, strict=True)]
         if any(sigma):
-            source = sitk.SmoothingRecursiveGaussian(sitk.Cast(image, sitk.sitkFloat32),
-                                                     [max(s, 1e-3) for s in sigma])
+            source = sitk.SmoothingRecursiveGaussian(
+                sitk.Cast(image, sitk.sitkFloat32), [max(s, 1e-3) for s in sigma]
+            )
     interp = sitk.sitkLinear if linear else sitk.sitkNearestNeighbor
     out = sitk.Resample(source, grid, sitk.Transform(), interp, default, pixel)
     return sitk.GetArrayFromImage(out)

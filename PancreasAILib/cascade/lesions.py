@@ -2,7 +2,8 @@
 
 Repeatedly: take the highest remaining probability p, grow the connected region above p / 2.5
 around it, keep it as one lesion (confidence p) when it has at least `min_voxels` voxels, and
-remove it. Each lesion gets its volume, longest axial diameter, centroid (LPS mm) and confidence;
+remove it. A region that touches an already kept lesion is that lesion's fringe (the ring between
+its cut-off and the next peak), not a second lesion, and is dropped, as are rings touching a fringe. Each lesion gets its volume, longest axial diameter, centroid (LPS mm) and confidence;
 the detection map holds each lesion's confidence on its voxels (what lesion-level AP is computed on).
 """
 
@@ -31,9 +32,15 @@ class LesionCandidate:
     voxels: int
 
 
-def extract_lesions(tumour_prob: np.ndarray, grid: sitk.Image, *, min_confidence: float = 0.1,
-                    min_voxels: int = MIN_VOXELS, max_lesions: int = 10,
-                    restrict: np.ndarray | None = None) -> tuple[list[LesionCandidate], np.ndarray]:
+def extract_lesions(
+    tumour_prob: np.ndarray,
+    grid: sitk.Image,
+    *,
+    min_confidence: float = 0.1,
+    min_voxels: int = MIN_VOXELS,
+    max_lesions: int = 10,
+    restrict: np.ndarray | None = None,
+) -> tuple[list[LesionCandidate], np.ndarray]:
     """Lesions (strongest first) and the detection map (float32, same shape) of a probability on `grid`.
 
     `restrict`: an optional boolean mask (e.g. the dilated pancreas) outside which nothing is a lesion.
@@ -42,6 +49,7 @@ def extract_lesions(tumour_prob: np.ndarray, grid: sitk.Image, *, min_confidence
     if restrict is not None:
         prob[~restrict] = 0.0
     detection = np.zeros_like(prob)
+    claimed = np.zeros(prob.shape, bool)  # kept lesions and their fringes
     spacing_zyx = np.asarray(grid.GetSpacing())[::-1]
     voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
     lesions: list[LesionCandidate] = []
@@ -58,14 +66,31 @@ def extract_lesions(tumour_prob: np.ndarray, grid: sitk.Image, *, min_confidence
         count = int(region.sum())
         if count < min_voxels:
             continue
+        fringe = touches(region, claimed)
+        claimed |= region  # a fringe claims its own outer rings too
+        if fringe:
+            continue
         index = np.argwhere(region)
         centroid = voxel_centres_mm(grid, index.mean(axis=0, keepdims=True))[0]
-        lesions.append(LesionCandidate(
-            id=len(lesions) + 1, confidence=round(peak, 4), volume_ml=round(count * voxel_ml, 3),
-            longest_axial_diameter_mm=round(longest_axial_diameter(region, spacing_zyx), 1),
-            centroid_mm=tuple(round(float(v), 2) for v in centroid), voxels=count))
+        lesions.append(
+            LesionCandidate(
+                id=len(lesions) + 1,
+                confidence=round(peak, 4),
+                volume_ml=round(count * voxel_ml, 3),
+                longest_axial_diameter_mm=round(longest_axial_diameter(region, spacing_zyx), 1),
+                centroid_mm=tuple(round(float(v), 2) for v in centroid),
+                voxels=count,
+            )
+        )
         detection[region] = peak
     return lesions, detection
+
+
+def touches(region: np.ndarray, other: np.ndarray) -> bool:
+    """Whether `region` is face-adjacent to (or overlaps) `other`, looked at only around the region."""
+    (box,) = ndi.find_objects(region.astype(np.uint8))
+    grown = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)
+    return bool((ndi.binary_dilation(region[grown]) & other[grown]).any())
 
 
 def longest_axial_diameter(mask: np.ndarray, spacing_zyx: np.ndarray) -> float:

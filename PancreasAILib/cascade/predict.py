@@ -17,12 +17,21 @@ from PancreasAILib.models.unet import CoarseUNet
 
 
 def _autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else torch.autocast(
-        "cpu", enabled=False)
+    return (
+        torch.autocast("cuda", dtype=torch.float16)
+        if device.type == "cuda"
+        else torch.autocast("cpu", enabled=False)
+    )
 
 
-def predict_stage1(net: CoarseUNet, image: np.ndarray, mask: np.ndarray, patch: Sequence[int],
-                   device: torch.device | str = "cpu", overlap: float = 0.25) -> np.ndarray:
+def predict_stage1(
+    net: CoarseUNet,
+    image: np.ndarray,
+    mask: np.ndarray,
+    patch: Sequence[int],
+    device: torch.device | str = "cpu",
+    overlap: float = 0.25,
+) -> np.ndarray:
     """Pancreas probability (Z, Y, X) from normalised phases (P, Z, Y, X) and the presence mask (P,)."""
     device = torch.device(device)
     mask_t = torch.from_numpy(np.asarray(mask, bool)).to(device)[None]
@@ -37,14 +46,22 @@ def predict_stage1(net: CoarseUNet, image: np.ndarray, mask: np.ndarray, patch: 
     return probs[1].cpu().numpy()
 
 
-def predict_stage2(net: MultiPhaseTumourNet, image: np.ndarray, prior: np.ndarray, mask: np.ndarray,
-                   patch: Sequence[int], device: torch.device | str = "cpu", overlap: float = 0.25
-                   ) -> tuple[np.ndarray, float]:
+def predict_stage2(
+    net: MultiPhaseTumourNet,
+    image: np.ndarray,
+    prior: np.ndarray,
+    mask: np.ndarray,
+    patch: Sequence[int],
+    device: torch.device | str = "cpu",
+    overlap: float = 0.25,
+) -> tuple[np.ndarray, float]:
     """Class probabilities (3, Z, Y, X) and the PDAC probability (max over windows) for one ROI."""
     device = torch.device(device)
     mask_t = torch.from_numpy(np.asarray(mask, bool)).to(device)[None]
     phases = image.shape[0]
-    inputs = torch.from_numpy(np.ascontiguousarray(np.concatenate([image, prior[None]]), np.float32)).to(device)
+    inputs = torch.from_numpy(np.ascontiguousarray(np.concatenate([image, prior[None]]), np.float32)).to(
+        device
+    )
 
     def run(windows: torch.Tensor):
         with _autocast(device):

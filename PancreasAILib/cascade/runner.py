@@ -59,8 +59,9 @@ class Cascade:
     restrict_to_pancreas: bool = True
 
     @classmethod
-    def load(cls, device: str = "cpu", *, stage1: torch.nn.Module | None = None,
-             restrict_to_pancreas: bool = True) -> Cascade:
+    def load(
+        cls, device: str = "cpu", *, stage1: torch.nn.Module | None = None, restrict_to_pancreas: bool = True
+    ) -> Cascade:
         """Both networks from the registry; `stage1` may be replaced by an external pancreas model."""
         dev = torch.device(device)
         entries = []
@@ -71,17 +72,25 @@ class Cascade:
             entries.append(entry1)
             spec1 = StageSpec.from_dict(entry1.input_spec)
         else:
-            spec1 = getattr(stage1, "spec", None) or StageSpec.from_dict(load_model_weights(STAGE1_MODEL)[1].input_spec)
+            spec1 = getattr(stage1, "spec", None) or StageSpec.from_dict(
+                load_model_weights(STAGE1_MODEL)[1].input_spec
+            )
         weights, entry2 = load_model_weights(STAGE2_MODEL)
         stage2 = MultiPhaseTumourNet(MultiPhaseConfig.from_dict(entry2.config))
         stage2.load_state_dict(weights)
         entries.append(entry2)
         for net in (stage1, stage2):
             net.to(dev).eval()
-        return cls(stage1, stage2, spec1, StageSpec.from_dict(entry2.input_spec), entries, dev, restrict_to_pancreas)
+        return cls(
+            stage1, stage2, spec1, StageSpec.from_dict(entry2.input_spec), entries, dev, restrict_to_pancreas
+        )
 
-    def run(self, images: dict[Phase, sitk.Image], reference: sitk.Image,
-            progress: ProgressCallback = null_progress) -> CascadeResult:
+    def run(
+        self,
+        images: dict[Phase, sitk.Image],
+        reference: sitk.Image,
+        progress: ProgressCallback = null_progress,
+    ) -> CascadeResult:
         timings: dict[str, float] = {}
         mask = np.array([p in images for p in PHASE_ORDER])
         start = time.perf_counter()
@@ -95,23 +104,34 @@ class Cascade:
         empty = sitk.Image(reference.GetSize(), sitk.sitkUInt8)
         empty.CopyInformation(reference)
         if volume_ml < MIN_PANCREAS_ML:
-            reason = (f"stage 1 found no pancreas (largest candidate {volume_ml:.1f} mL < {MIN_PANCREAS_ML} mL); "
-                      "check that the scan covers the upper abdomen and is contrast CT")
+            reason = (
+                f"stage 1 found no pancreas (largest candidate {volume_ml:.1f} mL < {MIN_PANCREAS_ML} mL); "
+                "check that the scan covers the upper abdomen and is contrast CT"
+            )
             return CascadeResult(False, reason, empty, None, phase_mask=mask, timings_s=timings)
 
         start = time.perf_counter()
         progress("stage2", 0.0, "tumour network")
         box = mask_bounding_box(array_to_grid(component.astype(np.uint8), s1_grid))
         assert box is not None
-        roi = grid_for_box(box.expanded(self.spec2.roi_margin_mm), self.spec2.spacing,
-                           min_size=self.spec2.patch[::-1])
-        roi_hu = np.stack([resample_onto(images[p], roi, default=-1024.0) if p in images
-                           else np.full(roi.GetSize()[::-1], -1024.0, np.float32) for p in PHASE_ORDER])
+        roi = grid_for_box(
+            box.expanded(self.spec2.roi_margin_mm), self.spec2.spacing, min_size=self.spec2.patch[::-1]
+        )
+        roi_hu = np.stack(
+            [
+                resample_onto(images[p], roi, default=-1024.0)
+                if p in images
+                else np.full(roi.GetSize()[::-1], -1024.0, np.float32)
+                for p in PHASE_ORDER
+            ]
+        )
         prior_image = array_to_grid(np.where(component, s1_prob, 0.0).astype(np.float32), s1_grid)
         prior = resample_onto(prior_image, roi, smooth=False)
         network_input = normalise_hu(roi_hu)
         network_input[~mask] = 0.0
-        probs, classifier = predict_stage2(self.stage2, network_input, prior, mask, self.spec2.patch, self.device)
+        probs, classifier = predict_stage2(
+            self.stage2, network_input, prior, mask, self.spec2.patch, self.device
+        )
         timings["stage2"] = time.perf_counter() - start
         progress("stage2", 1.0, f"PDAC classifier {classifier:.2f}")
 
@@ -131,12 +151,32 @@ class Cascade:
         detection_ref = paste_roi(array_to_grid(detection.astype(np.float32), roi), reference)
         timings["lesions"] = time.perf_counter() - start
         progress("lesions", 1.0, f"{len(lesions)} lesion(s)")
-        return CascadeResult(True, None, labels, detection_ref, lesions, classifier,
-                             pdac_likelihood(classifier, lesions), roi, roi_hu, gland, mask, timings)
+        return CascadeResult(
+            True,
+            None,
+            labels,
+            detection_ref,
+            lesions,
+            classifier,
+            pdac_likelihood(classifier, lesions),
+            roi,
+            roi_hu,
+            gland,
+            mask,
+            timings,
+        )
 
-    def _stage1_probability(self, images: dict[Phase, sitk.Image], grid: sitk.Image, mask: np.ndarray) -> np.ndarray:
-        arrays = np.stack([resample_onto(images[p], grid, default=-1024.0) if p in images
-                           else np.zeros(grid.GetSize()[::-1], np.float32) for p in PHASE_ORDER])
+    def _stage1_probability(
+        self, images: dict[Phase, sitk.Image], grid: sitk.Image, mask: np.ndarray
+    ) -> np.ndarray:
+        arrays = np.stack(
+            [
+                resample_onto(images[p], grid, default=-1024.0)
+                if p in images
+                else np.zeros(grid.GetSize()[::-1], np.float32)
+                for p in PHASE_ORDER
+            ]
+        )
         network_input = normalise_hu(arrays)
         network_input[~mask] = 0.0
         predict = getattr(self.stage1, "predict_probability", None)
@@ -184,11 +224,14 @@ def paste_roi(image: sitk.Image, reference: sitk.Image, *, linear: bool = False)
     return paste_into(reference, moved)
 
 
-def roi_to_reference(probs: np.ndarray, roi: sitk.Image, reference: sitk.Image,
-                     restrict: np.ndarray | None) -> sitk.Image:
+def roi_to_reference(
+    probs: np.ndarray, roi: sitk.Image, reference: sitk.Image, restrict: np.ndarray | None
+) -> sitk.Image:
     """Labels on the reference grid from class probabilities interpolated there (smooth edges, not blocks)."""
-    moved = [sitk.GetArrayFromImage(paste_roi(array_to_grid(p.astype(np.float32), roi), reference, linear=True))
-             for p in probs[1:]]
+    moved = [
+        sitk.GetArrayFromImage(paste_roi(array_to_grid(p.astype(np.float32), roi), reference, linear=True))
+        for p in probs[1:]
+    ]
     background = 1.0 - moved[0] - moved[1]
     labels = np.argmax(np.stack([background, *moved]), axis=0).astype(np.uint8)
     if restrict is not None:

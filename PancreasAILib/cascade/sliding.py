@@ -30,9 +30,13 @@ def gaussian_weight(patch: Sequence[int], sigma_scale: float = 0.125) -> torch.T
 
 
 @torch.no_grad()
-def sliding_window(predict: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]],
-                   inputs: torch.Tensor, patch: Sequence[int], overlap: float = 0.25, batch: int = 2
-                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def sliding_window(
+    predict: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]],
+    inputs: torch.Tensor,
+    patch: Sequence[int],
+    overlap: float = 0.25,
+    batch: int = 2,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run `predict` over (C, Z, Y, X) `inputs` in windows of `patch` (padded when smaller).
 
     `predict(batch (N, C, pz, py, px)) -> (logits (N, K, pz, py, px), scores (N, S) or None)`.
@@ -44,15 +48,18 @@ def sliding_window(predict: Callable[[torch.Tensor], tuple[torch.Tensor, torch.T
         inputs = torch.nn.functional.pad(inputs, [v for p in reversed(pad) for v in (p // 2, p - p // 2)])
     full = inputs.shape[1:]
     steps = [max(1, int(p * (1 - overlap))) for p in patch]
-    corners = list(itertools.product(*[_starts(s, p, st) for s, p, st in zip(full, patch, steps, strict=True)]))
+    corners = list(
+        itertools.product(*[_starts(s, p, st) for s, p, st in zip(full, patch, steps, strict=True)])
+    )
     weight = gaussian_weight(patch).to(inputs.device)
     accum: torch.Tensor | None = None
     norm = torch.zeros(full, device=inputs.device)
     best: torch.Tensor | None = None
     for i in range(0, len(corners), batch):
         chunk = corners[i : i + batch]
-        windows = torch.stack([inputs[:, z : z + patch[0], y : y + patch[1], x : x + patch[2]]
-                               for z, y, x in chunk])
+        windows = torch.stack(
+            [inputs[:, z : z + patch[0], y : y + patch[1], x : x + patch[2]] for z, y, x in chunk]
+        )
         logits, scores = predict(windows)
         probs = torch.softmax(logits.float(), dim=1)
         if accum is None:
@@ -66,6 +73,10 @@ def sliding_window(predict: Callable[[torch.Tensor], tuple[torch.Tensor, torch.T
     assert accum is not None
     out = accum / norm
     if any(pad):
-        out = out[:, pad[0] // 2 : pad[0] // 2 + spatial[0], pad[1] // 2 : pad[1] // 2 + spatial[1],
-                  pad[2] // 2 : pad[2] // 2 + spatial[2]]
+        out = out[
+            :,
+            pad[0] // 2 : pad[0] // 2 + spatial[0],
+            pad[1] // 2 : pad[1] // 2 + spatial[1],
+            pad[2] // 2 : pad[2] // 2 + spatial[2],
+        ]
     return out, best

@@ -27,10 +27,12 @@ from PancreasAILib.registration import align_phase_set
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "align", help="align the phases onto the reference phase and write them on its grid",
+        "align",
+        help="align the phases onto the reference phase and write them on its grid",
         description="Rigidly (optionally affinely) register each phase onto the reference (venous when "
-                    "present) and write <phase>.nii.gz on the reference grid plus alignment.json with the "
-                    "quality figures (NCC in the body before and after).")
+        "present) and write <phase>.nii.gz on the reference grid plus alignment.json with the "
+        "quality figures (NCC in the body before and after).",
+    )
     add_phase_inputs(parser)
     add_output_options(parser)
     parser.add_argument("--affine", action="store_true", help="refine the rigid alignment with an affine one")
@@ -55,14 +57,20 @@ def run(args: argparse.Namespace) -> int:
     }
     with atomic_output_dir(args.out, overwrite=args.overwrite) as staging:
         for phase, image in aligned.images.items():
-            write_file_atomically(staging / f"{phase.value}.nii.gz",
-                                  lambda tmp, im=image: sitk.WriteImage(sitk.Cast(im, sitk.sitkInt16), str(tmp), True))
+            write_file_atomically(
+                staging / f"{phase.value}.nii.gz",
+                lambda tmp, im=image: sitk.WriteImage(sitk.Cast(im, sitk.sitkInt16), str(tmp), True),
+            )
         write_text_atomically(staging / "alignment.json", json.dumps(summary, indent=2))
     for result in aligned.alignments:
-        print(f"{result.phase.value:>9} → {aligned.reference_phase.value}: NCC in body "
-              f"{result.ncc_before:.3f} → {result.ncc_after:.3f}, shift "
-              f"{sum(v * v for v in result.translation_mm) ** 0.5:.1f} mm, rotation {result.rotation_deg:.2f}°"
-              + (f"  WARNING: {result.warning}" if result.warning else ""))
-    print(f"wrote {', '.join(p.value for p in aligned.images)} on the {aligned.reference_phase.value} grid "
-          f"and alignment.json to {args.out}")
+        print(
+            f"{result.phase.value:>9} → {aligned.reference_phase.value}: NCC in body "
+            f"{result.ncc_before:.3f} → {result.ncc_after:.3f}, shift "
+            f"{sum(v * v for v in result.translation_mm) ** 0.5:.1f} mm, rotation {result.rotation_deg:.2f}°"
+            + (f"  WARNING: {result.warning}" if result.warning else "")
+        )
+    print(
+        f"wrote {', '.join(p.value for p in aligned.images)} on the {aligned.reference_phase.value} grid "
+        f"and alignment.json to {args.out}"
+    )
     return 0

@@ -18,13 +18,20 @@ from PancreasAILib.synthesis.dataset import write_case_dicom
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "demo", help="synthesise a multi-phase case and run the whole pipeline on it (no data needed)",
+        "demo",
+        help="synthesise a multi-phase case and run the whole pipeline on it (no data needed)",
         description="Synthesise a small three-phase contrast CT with a pancreatic tumour from procedural "
-                    "anatomy, write it as DICOM, identify its phases, align them, segment pancreas and tumour, compute the "
-                    "anomaly heatmap and write every output (labels, seg.nrrd, DICOM SEG, heatmap, report.json, "
-                    "overview.png). Needs no data and no download: the shipped weights are used.")
-    parser.add_argument("--out", type=Path, default=Path("demo_output"), metavar="DIR",
-                        help="output folder (default: ./demo_output)")
+        "anatomy, write it as DICOM, identify its phases, align them, segment pancreas and tumour, compute the "
+        "anomaly heatmap and write every output (labels, seg.nrrd, DICOM SEG, heatmap, report.json, "
+        "overview.png). Needs no data and no download: the shipped weights are used.",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("demo_output"),
+        metavar="DIR",
+        help="output folder (default: ./demo_output)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--seed", type=int, default=7, help="seed of the synthetic case (default 7)")
     add_model_options(parser)
@@ -38,8 +45,14 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     progress("synthesise", 0.0, "procedural anatomy")
     anatomy = procedural_anatomy(args.seed)
-    config = SynthesisConfig(spacing_mm=1.0, slice_thickness_mm=3.0, work_spacing_mm=2.0, z_margin_mm=(40.0, 50.0),
-                             p_tumour=1.0, tumour_count_probs=(1.0,))
+    config = SynthesisConfig(
+        spacing_mm=1.0,
+        slice_thickness_mm=3.0,
+        work_spacing_mm=2.0,
+        z_margin_mm=(40.0, 50.0),
+        p_tumour=1.0,
+        tumour_count_probs=(1.0,),
+    )
     case = synthesize_case(anatomy, config, seed=args.seed)
     progress("synthesise", 1.0, f"{len(case.tumours)} tumour(s)")
     with tempfile.TemporaryDirectory(prefix="pancreasai-demo-") as tmp:
@@ -47,13 +60,24 @@ def run(args: argparse.Namespace) -> int:
         phase_set = build_phase_set({}, [Path(tmp) / "dicom" / "demo"])
         for phase in phase_set.phases:
             evidence = phase_set.evidence[phase]
-            print(f"identified {phase.value:>8} (confidence {evidence.confidence:.2f}): {'; '.join(evidence.evidence)}")
+            print(
+                f"identified {phase.value:>8} (confidence {evidence.confidence:.2f}): {'; '.join(evidence.evidence)}"
+            )
         models = load_models(args)
         options = PipelineOptions(overwrite=args.overwrite, seed=args.seed, heatmap=args.heatmap)
-        result = run_case(phase_set, args.out, options, models=models, progress=progress, truth=case.labels,
-                          title="PancreasAI demo (synthetic case)")
+        result = run_case(
+            phase_set,
+            args.out,
+            options,
+            models=models,
+            progress=progress,
+            truth=case.labels,
+            title="PancreasAI demo (synthetic case)",
+        )
     for info in result.report.alignment:
-        print(f"aligned  {info.phase:>8}: NCC in body {info.similarity_before:.3f} → {info.similarity_after:.3f}")
+        print(
+            f"aligned  {info.phase:>8}: NCC in body {info.similarity_before:.3f} → {info.similarity_after:.3f}"
+        )
     for tumour in case.tumours:
         print(f"synthetic truth: {tumour.volume_ml:.1f} mL tumour in the pancreatic {tumour.region}")
     for line in summarise(result):

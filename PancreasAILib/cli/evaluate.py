@@ -19,12 +19,20 @@ from PancreasAILib.errors import InputError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("evaluate", help="score predictions against ground truth",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score predictions against ground truth",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--task", choices=("segmentation", "heatmap"), default="segmentation")
     parser.add_argument("--pred", type=Path, metavar="DIR", help="predictions: one sub-folder per case")
-    parser.add_argument("--gt", type=Path, metavar="DIR", help="ground truth: nnU-Net-raw dataset or label folder")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (default 1000)")
+    parser.add_argument(
+        "--gt", type=Path, metavar="DIR", help="ground truth: nnU-Net-raw dataset or label folder"
+    )
+    parser.add_argument(
+        "--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (default 1000)"
+    )
     parser.add_argument("--json-out", type=Path, metavar="FILE", help="write the full result as JSON")
     heatmap_module = _heatmap_module()
     if heatmap_module is not None:
@@ -49,8 +57,10 @@ def run(args: argparse.Namespace) -> int:
     from PancreasAILib.evaluation.evaluate import evaluate_folder, format_table
 
     if args.pred is None or args.gt is None:
-        raise InputError("--pred and --gt are needed for --task segmentation.",
-                         "Give the predictions folder and the ground-truth folder.")
+        raise InputError(
+            "--pred and --gt are needed for --task segmentation.",
+            "Give the predictions folder and the ground-truth folder.",
+        )
     result = evaluate_folder(args.pred, args.gt, args.bootstrap)
     print(format_table(result))
     if args.json_out:

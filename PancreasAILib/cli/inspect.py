@@ -16,14 +16,24 @@ from PancreasAILib.phases import LoadedSeries, PhaseEvidence
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "inspect", help="list the CT series, their geometry and identified contrast phase",
+        "inspect",
+        help="list the CT series, their geometry and identified contrast phase",
         description="Load the inputs, identify each series' contrast phase from DICOM tags and attenuation, "
-                    "and print the evidence. Nothing is written.")
-    parser.add_argument("inputs", nargs="+", type=Path, metavar="PATH",
-                        help="DICOM folders (may hold several series) or NIfTI/NRRD/MHA files")
+        "and print the evidence. Nothing is written.",
+    )
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="DICOM folders (may hold several series) or NIfTI/NRRD/MHA files",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--force", action="store_true",
-                        help="assemble the case even when series seem to come from different patients or studies")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="assemble the case even when series seem to come from different patients or studies",
+    )
     parser.set_defaults(func=run)
 
 
@@ -55,8 +65,11 @@ def run(args: argparse.Namespace) -> int:
     assignment: dict[str, object]
     try:
         phase_set = assemble_phase_set({}, found, force=args.force)
-        assignment = {"phases": [p.value for p in phase_set.phases], "reference": phase_set.reference_phase.value,
-                      "warnings": phase_set.warnings}
+        assignment = {
+            "phases": [p.value for p in phase_set.phases],
+            "reference": phase_set.reference_phase.value,
+            "warnings": phase_set.warnings,
+        }
     except PancreasAIError as error:
         assignment = {"phases": [], "problem": error.problem, "fix": error.fix}
     if args.json:
@@ -65,9 +78,13 @@ def run(args: argparse.Namespace) -> int:
     for k, item in enumerate(described, start=1):
         series, geometry, ident = item["series"], item["geometry"], item["identification"]
         name = series["name"] or series["series_description"] or "unnamed"
-        print(f"[{k}] {name}  ({series['kind']}, {series['modality'] or 'CT'}, {series['num_slices']} slices)")
-        print(f"    geometry: {'x'.join(map(str, geometry['size']))} voxels, spacing "
-              f"{' x '.join(f'{v:.3g}' for v in geometry['spacing_mm'])} mm, orientation {geometry['orientation']}")
+        print(
+            f"[{k}] {name}  ({series['kind']}, {series['modality'] or 'CT'}, {series['num_slices']} slices)"
+        )
+        print(
+            f"    geometry: {'x'.join(map(str, geometry['size']))} voxels, spacing "
+            f"{' x '.join(f'{v:.3g}' for v in geometry['spacing_mm'])} mm, orientation {geometry['orientation']}"
+        )
         phase = ident["phase"] or "unenhanced / unknown"
         print(f"    phase:    {phase} (confidence {ident['confidence']:.2f})")
         for line in ident["evidence"]:
@@ -79,4 +96,3 @@ def run(args: argparse.Namespace) -> int:
     elif "problem" in assignment:
         print(f"case: cannot be assembled: {assignment['problem']}\n  fix: {assignment['fix']}")
     return 0
-

@@ -32,18 +32,31 @@ NNUNET_SUFFIXES = {f"_{i:04d}": phase for i, phase in enumerate(PHASE_ORDER)}
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "segment", help="pancreas and tumour segmentation, lesions, PDAC likelihood and anomaly heatmap",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "segment",
+        help="pancreas and tumour segmentation, lesions, PDAC likelihood and anomaly heatmap",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_phase_inputs(parser)
     add_output_options(parser)
     add_model_options(parser)
-    parser.add_argument("--batch", type=Path, metavar="DIR",
-                        help="segment every case in DIR (sub-folders, or nnU-Net-raw <case>_000N.nii.gz files)")
-    parser.add_argument("--phases", type=parse_phases, metavar="LIST",
-                        help="with --batch: use only these phases of each case, e.g. venous or arterial,venous "
-                             "(the phase ablation)")
+    parser.add_argument(
+        "--batch",
+        type=Path,
+        metavar="DIR",
+        help="segment every case in DIR (sub-folders, or nnU-Net-raw <case>_000N.nii.gz files)",
+    )
+    parser.add_argument(
+        "--phases",
+        type=parse_phases,
+        metavar="LIST",
+        help="with --batch: use only these phases of each case, e.g. venous or arterial,venous "
+        "(the phase ablation)",
+    )
     parser.add_argument("--affine", action="store_true", help="affine after rigid alignment")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the heatmap's stochastic parts (default 0)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the heatmap's stochastic parts (default 0)"
+    )
     add_progress_option(parser)
     parser.set_defaults(func=run)
 
@@ -52,7 +65,9 @@ def parse_phases(text: str) -> tuple[Phase, ...]:
     try:
         phases = tuple(Phase(p.strip()) for p in text.split(",") if p.strip())
     except ValueError as err:
-        raise argparse.ArgumentTypeError(f"{err}; use arterial, venous and/or delayed, comma-separated") from err
+        raise argparse.ArgumentTypeError(
+            f"{err}; use arterial, venous and/or delayed, comma-separated"
+        ) from err
     if not phases:
         raise argparse.ArgumentTypeError("name at least one phase")
     return phases
@@ -60,29 +75,42 @@ def parse_phases(text: str) -> tuple[Phase, ...]:
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (GPU when available), cpu, cuda or cuda:N")
-    parser.add_argument("--heatmap", action=argparse.BooleanOptionalAction, default=True,
-                        help="compute the diffusion anomaly heatmap (default on)")
-    parser.add_argument("--restrict-to-pancreas", action=argparse.BooleanOptionalAction, default=True,
-                        help="keep tumour only within 10 mm of the predicted pancreas (default on)")
+    parser.add_argument(
+        "--heatmap",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="compute the diffusion anomaly heatmap (default on)",
+    )
+    parser.add_argument(
+        "--restrict-to-pancreas",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep tumour only within 10 mm of the predicted pancreas (default on)",
+    )
 
 
 def load_models(args: argparse.Namespace) -> EngineModels:
     from PancreasAILib.cli.train import resolve_device
 
-    return EngineModels.load(resolve_device(args.device), heatmap=args.heatmap,
-                             restrict_to_pancreas=args.restrict_to_pancreas)
+    return EngineModels.load(
+        resolve_device(args.device), heatmap=args.heatmap, restrict_to_pancreas=args.restrict_to_pancreas
+    )
 
 
 def summarise(result: CaseResult) -> list[str]:
     report = result.report
-    lines = [f"segmentation: {report.segmentation_status}"
-             + (f" ({report.segmentation_reason})" if report.segmentation_reason else "")]
+    lines = [
+        f"segmentation: {report.segmentation_status}"
+        + (f" ({report.segmentation_reason})" if report.segmentation_reason else "")
+    ]
     if report.pdac_likelihood is not None:
         lines.append(f"PDAC likelihood: {report.pdac_likelihood:.2f} (research use only)")
     for lesion in report.lesions:
         x, y, z = lesion.centroid_mm
-        lines.append(f"lesion {lesion.id}: {lesion.volume_ml:.1f} mL, {lesion.longest_axial_diameter_mm:.0f} mm, "
-                     f"confidence {lesion.confidence:.2f}, at LPS ({x:.0f}, {y:.0f}, {z:.0f}) mm")
+        lines.append(
+            f"lesion {lesion.id}: {lesion.volume_ml:.1f} mL, {lesion.longest_axial_diameter_mm:.0f} mm, "
+            f"confidence {lesion.confidence:.2f}, at LPS ({x:.0f}, {y:.0f}, {z:.0f}) mm"
+        )
     if report.heatmap.computed:
         lines.append(f"heatmap: {report.heatmap.summary}")
     lines.append("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in report.timings_s.items()))
@@ -97,7 +125,9 @@ def run(args: argparse.Namespace) -> int:
     phase_set = phase_set_from_args(args)
     progress("load", 1.0, ", ".join(p.value for p in phase_set.phases))
     models = load_models(args)
-    options = PipelineOptions(affine=args.affine, overwrite=args.overwrite, seed=args.seed, heatmap=args.heatmap)
+    options = PipelineOptions(
+        affine=args.affine, overwrite=args.overwrite, seed=args.seed, heatmap=args.heatmap
+    )
     result = run_case(phase_set, args.out, options, models=models, progress=progress)
     for line in summarise(result):
         print(line)
@@ -119,8 +149,10 @@ def find_batch_cases(folder: Path) -> dict[str, dict[Phase, Path] | list[Path]]:
             return dict(named)
     cases = {p.name: [p] for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")}
     if not cases:
-        raise InputError(f"{folder} holds no cases.",
-                         "Put one sub-folder per case (DICOM or images), or nnU-Net-raw <case>_000N.nii.gz files.")
+        raise InputError(
+            f"{folder} holds no cases.",
+            "Put one sub-folder per case (DICOM or images), or nnU-Net-raw <case>_000N.nii.gz files.",
+        )
     return cases
 
 
@@ -131,33 +163,48 @@ def run_batch(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     models = load_models(args)
     load_s = time.perf_counter() - start
-    options = PipelineOptions(affine=args.affine, overwrite=args.overwrite, seed=args.seed, heatmap=args.heatmap)
+    options = PipelineOptions(
+        affine=args.affine, overwrite=args.overwrite, seed=args.seed, heatmap=args.heatmap
+    )
     summary: dict[str, dict] = {}
     for k, (name, source) in enumerate(cases.items()):
         case_start = time.perf_counter()
         progress("batch", k / len(cases), name)
         try:
             if args.phases and not isinstance(source, dict):
-                raise InputError(f"--phases needs explicitly named phase files; case {name} is a folder to identify.",
-                                 "Use an nnU-Net-raw batch folder (<case>_000N.nii.gz) with --phases.")
+                raise InputError(
+                    f"--phases needs explicitly named phase files; case {name} is a folder to identify.",
+                    "Use an nnU-Net-raw batch folder (<case>_000N.nii.gz) with --phases.",
+                )
             if isinstance(source, dict) and args.phases:
                 source = {p: path for p, path in source.items() if p in args.phases}
                 if not source:
-                    raise InputError(f"Case {name} has none of the phases {', '.join(p.value for p in args.phases)}.",
-                                     "Check --phases against the case's files.")
-            phase_set = (build_phase_set(source, [], force=args.force) if isinstance(source, dict)
-                         else build_phase_set({}, source, force=args.force))
+                    raise InputError(
+                        f"Case {name} has none of the phases {', '.join(p.value for p in args.phases)}.",
+                        "Check --phases against the case's files.",
+                    )
+            phase_set = (
+                build_phase_set(source, [], force=args.force)
+                if isinstance(source, dict)
+                else build_phase_set({}, source, force=args.force)
+            )
             result = run_case(phase_set, args.out / name, options, models=models)
-            summary[name] = {"status": result.report.segmentation_status,
-                             "pdac_likelihood": result.report.pdac_likelihood,
-                             "lesions": len(result.report.lesions),
-                             "seconds": round(time.perf_counter() - case_start, 2)}
+            summary[name] = {
+                "status": result.report.segmentation_status,
+                "pdac_likelihood": result.report.pdac_likelihood,
+                "lesions": len(result.report.lesions),
+                "seconds": round(time.perf_counter() - case_start, 2),
+            }
         except PancreasAIError as error:  # one bad case must not stop the batch; it is reported
             summary[name] = {"status": "error", "problem": error.problem, "fix": error.fix}
         print(f"{name}: {summary[name]}")
     total = time.perf_counter() - start
-    write_text_atomically(args.out / "batch.json", json.dumps(
-        {"cases": summary, "model_load_s": round(load_s, 2), "total_s": round(total, 2)}, indent=2))
+    write_text_atomically(
+        args.out / "batch.json",
+        json.dumps(
+            {"cases": summary, "model_load_s": round(load_s, 2), "total_s": round(total, 2)}, indent=2
+        ),
+    )
     progress("batch", 1.0, f"{len(cases)} cases in {total:.0f} s (models loaded once in {load_s:.1f} s)")
     failed = sum(v["status"] == "error" for v in summary.values())
     return int(ExitCode.BAD_INPUT) if failed == len(cases) else 0

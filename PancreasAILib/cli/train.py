@@ -27,16 +27,26 @@ MODEL_NAMES = {1: "stage1_pancreas", 2: "stage2_tumour"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("train", help="train the stage-1, stage-2 or anomaly models",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "train",
+        help="train the stage-1, stage-2 or anomaly models",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     stages = parser.add_subparsers(dest="stage", metavar="STAGE")
     stages.required = True
     for stage in (1, 2):
-        sub = stages.add_parser(f"stage{stage}", help=("coarse pancreas network" if stage == 1 else
-                                                       "multi-phase tumour network with the PDAC head"))
+        sub = stages.add_parser(
+            f"stage{stage}",
+            help=(
+                "coarse pancreas network" if stage == 1 else "multi-phase tumour network with the PDAC head"
+            ),
+        )
         _add_segmentation_arguments(sub, stage)
         sub.set_defaults(func=run, stage_number=stage)
-    anomaly = stages.add_parser("anomaly", help="DDPM and noise-conditioned classifier of the anomaly heatmap")
+    anomaly = stages.add_parser(
+        "anomaly", help="DDPM and noise-conditioned classifier of the anomaly heatmap"
+    )
     try:
         module = importlib.import_module("PancreasAILib.cli.train_anomaly")
     except ModuleNotFoundError:
@@ -52,38 +62,93 @@ def _anomaly_missing(args: argparse.Namespace) -> int:
 
 def _add_segmentation_arguments(parser: argparse.ArgumentParser, stage: int) -> None:
     data = parser.add_argument_group("data")
-    data.add_argument("--synthetic", type=int, default=0, metavar="N",
-                      help="synthesise N training cases from the train split of --anatomy")
-    data.add_argument("--anatomy", type=Path, default=Path("../shared/data/anatomy"), metavar="DIR",
-                      help="anatomy label maps (default ../shared/data/anatomy), or 'procedural'")
-    data.add_argument("--data", type=Path, metavar="RAW_DIR", help="an nnU-Net-raw dataset (imagesTr/, labelsTr/)")
+    data.add_argument(
+        "--synthetic",
+        type=int,
+        default=0,
+        metavar="N",
+        help="synthesise N training cases from the train split of --anatomy",
+    )
+    data.add_argument(
+        "--procedural",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also N synthetic cases on procedural anatomy (bodies beyond the maps; default 0)",
+    )
+    data.add_argument(
+        "--anatomy",
+        type=Path,
+        default=Path("../shared/data/anatomy"),
+        metavar="DIR",
+        help="anatomy label maps (default ../shared/data/anatomy), or 'procedural'",
+    )
+    data.add_argument(
+        "--data", type=Path, metavar="RAW_DIR", help="an nnU-Net-raw dataset (imagesTr/, labelsTr/)"
+    )
     if stage == 2:
-        data.add_argument("--corrections", type=Path, metavar="DIR",
-                          help="fine-tune from correction records exported by the Slicer module")
+        data.add_argument(
+            "--corrections",
+            type=Path,
+            metavar="DIR",
+            help="fine-tune from correction records exported by the Slicer module",
+        )
     data.add_argument("--cache", type=Path, metavar="DIR", help="preprocessed cases (default RUN/cache)")
-    data.add_argument("--val-cases", type=int, default=8, metavar="N",
-                      help="synthetic validation cases from the training anatomy with another seed (default 8)")
-    data.add_argument("--data-seed", type=int, default=1, help="seed of the synthetic training data (default 1)")
+    data.add_argument(
+        "--val-cases",
+        type=int,
+        default=8,
+        metavar="N",
+        help="synthetic validation cases from the training anatomy with another seed (default 8)",
+    )
+    data.add_argument(
+        "--data-seed", type=int, default=1, help="seed of the synthetic training data (default 1)"
+    )
     data.add_argument("--workers", type=int, default=2, help="processes for synthesis (default 2)")
     opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--run", "--run-dir", dest="run", type=Path, required=True, metavar="DIR",
-                     help="run folder (resumes when it exists); under torchrun spell it --run-dir")
+    opt.add_argument(
+        "--run",
+        "--run-dir",
+        dest="run",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="run folder (resumes when it exists); under torchrun spell it --run-dir",
+    )
+    opt.add_argument(
+        "--init-from-shipped",
+        action="store_true",
+        help="start from the shipped weights of this stage instead of random ones (longer training)",
+    )
     opt.add_argument("--steps", type=int, default=3000)
     opt.add_argument("--batch", type=int, default=2)
     opt.add_argument("--lr", type=float, default=2e-3)
     opt.add_argument("--seed", type=int, default=0)
-    opt.add_argument("--loss", choices=("hybrid", "ce"), default="hybrid",
-                     help="hybrid: Dice + focal + SSIM (default); ce: cross-entropy only (better calibrated)")
-    opt.add_argument("--boundary", type=float, default=0.0 if stage == 1 else 2.0,
-                     help="extra loss weight on class borders (Qiu et al.; 0 = off)")
+    opt.add_argument(
+        "--loss",
+        choices=("hybrid", "ce"),
+        default="hybrid",
+        help="hybrid: Dice + focal + SSIM (default); ce: cross-entropy only (better calibrated)",
+    )
+    opt.add_argument(
+        "--boundary",
+        type=float,
+        default=0.0 if stage == 1 else 2.0,
+        help="extra loss weight on class borders (Qiu et al.; 0 = off)",
+    )
     opt.add_argument("--val-every", type=int, default=250)
     opt.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     opt.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
-    opt.add_argument("--channels", type=int, nargs="+", metavar="C", help="widths per level (default: shipped)")
+    opt.add_argument(
+        "--channels", type=int, nargs="+", metavar="C", help="widths per level (default: shipped)"
+    )
     if stage == 2:
         opt.add_argument("--large", action="store_true", help="the DiffuPan-sized network (for GPUs)")
-    parser.add_argument("--register", action="store_true",
-                        help="copy the best weights into Resources/models and record them in the manifest")
+    parser.add_argument(
+        "--register",
+        action="store_true",
+        help="copy the best weights into Resources/models and record them in the manifest",
+    )
     add_progress_option(parser)
 
 
@@ -91,13 +156,19 @@ def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {name} was asked for, but no CUDA GPU is available.", "Use --device cpu or auto.")
+        raise InputError(
+            f"--device {name} was asked for, but no CUDA GPU is available.", "Use --device cpu or auto."
+        )
     return name
 
 
 def _build_cache(args: argparse.Namespace, progress) -> tuple[Path, Path]:
-    from PancreasAILib.synthesis.dataset import resolve_anatomy
-    from PancreasAILib.training.preprocess import build_raw_dataset_cache, build_synthetic_cache
+    from PancreasAILib.synthesis.dataset import PROCEDURAL, resolve_anatomy
+    from PancreasAILib.training.preprocess import (
+        PROCEDURAL_FIRST_INDEX,
+        build_raw_dataset_cache,
+        build_synthetic_cache,
+    )
 
     cache = args.cache or args.run / "cache"
     val_cache = args.run / "cache_val"
@@ -110,15 +181,34 @@ def _build_cache(args: argparse.Namespace, progress) -> tuple[Path, Path]:
         build_raw_dataset_cache(args.data, cache, progress=progress)
     elif args.synthetic > 0:
         sources = resolve_anatomy(args.anatomy, "train")
-        build_synthetic_cache(sources, cache, cases=args.synthetic, seed=args.data_seed, workers=args.workers,
-                              progress=progress)
-    elif not cache.is_dir():
-        raise InputError("No training data was given.",
-                         "Pass --synthetic N (with --anatomy), --data RAW_DIR, --corrections DIR or --cache DIR.")
+        build_synthetic_cache(
+            sources, cache, cases=args.synthetic, seed=args.data_seed, workers=args.workers, progress=progress
+        )
+    if args.procedural > 0 and corrections is None and args.data is None:
+        build_synthetic_cache(
+            [PROCEDURAL],
+            cache,
+            cases=args.procedural,
+            seed=args.data_seed,
+            first_index=PROCEDURAL_FIRST_INDEX,
+            workers=args.workers,
+            progress=progress,
+        )
+    if not cache.is_dir():
+        raise InputError(
+            "No training data was given.",
+            "Pass --synthetic N (with --anatomy), --data RAW_DIR, --corrections DIR or --cache DIR.",
+        )
     if args.val_cases > 0:
         sources = resolve_anatomy(args.anatomy, "train")
-        build_synthetic_cache(sources, val_cache, cases=args.val_cases, seed=args.data_seed + 1000,
-                              workers=args.workers, progress=progress)
+        build_synthetic_cache(
+            sources,
+            val_cache,
+            cases=args.val_cases,
+            seed=args.data_seed + 1000,
+            workers=args.workers,
+            progress=progress,
+        )
     return cache, val_cache
 
 
@@ -133,17 +223,35 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     start = time.perf_counter()
     cache, val_cache = _build_cache(args, progress)
-    config = TrainConfig(stage=stage, run_dir=args.run, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
-                         loss=args.loss, boundary=args.boundary, val_every=args.val_every, device=device,
-                         channels=tuple(args.channels) if args.channels else None,
-                         large=getattr(args, "large", False), spec=default_spec(stage))
-    if getattr(args, "corrections", None) is not None:  # fine-tune the shipped network, gently
+    config = TrainConfig(
+        stage=stage,
+        run_dir=args.run,
+        steps=args.steps,
+        batch=args.batch,
+        lr=args.lr,
+        seed=args.seed,
+        loss=args.loss,
+        boundary=args.boundary,
+        val_every=args.val_every,
+        device=device,
+        channels=tuple(args.channels) if args.channels else None,
+        large=getattr(args, "large", False),
+        spec=default_spec(stage),
+    )
+    corrections = getattr(args, "corrections", None) is not None
+    if args.init_from_shipped and (args.channels or getattr(args, "large", False)):
+        raise InputError(
+            "--init-from-shipped keeps the shipped network's widths; --channels/--large change them.",
+            "Drop one of the two options.",
+        )
+    if corrections or args.init_from_shipped:
         from PancreasAILib.models.registry import get_entry, locate_weights
 
-        entry = get_entry(MODEL_NAMES[2])
+        entry = get_entry(MODEL_NAMES[stage])
         config.init_weights = locate_weights(entry)
         config.net_config = entry.config
-        config.lr = min(config.lr, 2e-4)
+        if corrections:  # fine-tune on a radiologist's corrections gently
+            config.lr = min(config.lr, 2e-4)
     val = load_cache(val_cache) if val_cache.is_dir() else load_cache(cache)[:2]
     trainer = Trainer(config, load_cache(cache), val, progress=progress, cache_dir=cache)
     summary = trainer.fit()
@@ -172,8 +280,14 @@ def register_run(stage: int, args: argparse.Namespace, summary: dict, minutes: f
         "validation_step": summary.get("step"),
         "licence": "Weights: research use only (derived from BTCV label maps).",
     }
-    return register_weights(MODEL_NAMES[stage], best, version=f"{__version__}+s{summary.get('step', 0)}",
-                            config=summary.get("net_config", {}), input_spec=default_spec(stage).to_dict(), card=card)
+    return register_weights(
+        MODEL_NAMES[stage],
+        best,
+        version=f"{__version__}+s{summary.get('step', 0)}",
+        config=summary.get("net_config", {}),
+        input_spec=default_spec(stage).to_dict(),
+        card=card,
+    )
 
 
 def describe_cache(cache: Path) -> dict:
@@ -192,7 +306,10 @@ def describe_cache(cache: Path) -> dict:
         "anatomy_maps": sorted({m["anatomy"] for m in metas if "anatomy" in m}),
         "seeds": sorted({m["seed"] for m in metas if "seed" in m}),
         "domain_randomised_cases": sum(bool(m.get("domain_randomised")) for m in metas),
-        "description": ("synthetic multi-phase contrast CT made by PancreasAI's synthesis module from real organ "
-                        "label maps (BTCV via Learn2Reg, research use only; the fixed train split only)"
-                        if sources.get("synthetic") else "preprocessed cases from the given dataset"),
+        "description": (
+            "synthetic multi-phase contrast CT made by PancreasAI's synthesis module from real organ "
+            "label maps (BTCV via Learn2Reg, research use only; the fixed train split only)"
+            if sources.get("synthetic")
+            else "preprocessed cases from the given dataset"
+        ),
     }

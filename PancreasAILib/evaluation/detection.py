@@ -38,8 +38,10 @@ def match_lesions(detection: np.ndarray, truth_tumour: np.ndarray, iou_threshold
         touching = np.unique(cand_labels[true_box][true_mask])
         for c in touching[touching > 0]:
             overlaps_truth[c] = True
-            union_box = tuple(slice(min(a.start, b.start), max(a.stop, b.stop))
-                              for a, b in zip(true_box, boxes[c - 1], strict=True))
+            union_box = tuple(
+                slice(min(a.start, b.start), max(a.stop, b.stop))
+                for a, b in zip(true_box, boxes[c - 1], strict=True)
+            )
             t_mask, c_mask = true_labels[union_box] == t, cand_labels[union_box] == c
             iou = np.logical_and(t_mask, c_mask).sum() / np.logical_or(t_mask, c_mask).sum()
             pairs.append((float(iou), t, int(c)))
@@ -82,7 +84,9 @@ def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
 
 
-def sensitivity_specificity(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> tuple[float, float]:
+def sensitivity_specificity(
+    labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5
+) -> tuple[float, float]:
     labels, predicted = np.asarray(labels, bool), np.asarray(scores, float) >= threshold
     sens = float(predicted[labels].mean()) if labels.any() else float("nan")
     spec = float((~predicted[~labels]).mean()) if (~labels).any() else float("nan")

@@ -44,21 +44,29 @@ class CaseMetrics:
 
 
 def _truth_path(gt_dir: Path, case: str) -> Path:
-    for candidate in (gt_dir / "labelsTr" / f"{case}.nii.gz", gt_dir / "labelsTs" / f"{case}.nii.gz",
-                      gt_dir / f"{case}.nii.gz"):
+    for candidate in (
+        gt_dir / "labelsTr" / f"{case}.nii.gz",
+        gt_dir / "labelsTs" / f"{case}.nii.gz",
+        gt_dir / f"{case}.nii.gz",
+    ):
         if candidate.is_file():
             return candidate
-    raise InputError(f"No ground truth for case {case} in {gt_dir}.",
-                     "Point --gt at an nnU-Net-raw dataset (labelsTr/) or a folder of <case>.nii.gz.")
+    raise InputError(
+        f"No ground truth for case {case} in {gt_dir}.",
+        "Point --gt at an nnU-Net-raw dataset (labelsTr/) or a folder of <case>.nii.gz.",
+    )
 
 
 def evaluate_case(pred_dir: Path, truth_file: Path) -> CaseMetrics:
     pred_img = sitk.ReadImage(str(pred_dir / "labels.nii.gz"))
     truth_img = sitk.ReadImage(str(truth_file))
     # Compare in physical space: the truth is resampled onto the prediction's grid only if they differ.
-    if (pred_img.GetSize() != truth_img.GetSize() or not np.allclose(pred_img.GetSpacing(), truth_img.GetSpacing())
-            or not np.allclose(pred_img.GetOrigin(), truth_img.GetOrigin(), atol=1e-3)
-            or not np.allclose(pred_img.GetDirection(), truth_img.GetDirection(), atol=1e-5)):
+    if (
+        pred_img.GetSize() != truth_img.GetSize()
+        or not np.allclose(pred_img.GetSpacing(), truth_img.GetSpacing())
+        or not np.allclose(pred_img.GetOrigin(), truth_img.GetOrigin(), atol=1e-3)
+        or not np.allclose(pred_img.GetDirection(), truth_img.GetDirection(), atol=1e-5)
+    ):
         truth_img = sitk.Resample(truth_img, pred_img, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
     pred, truth = sitk.GetArrayFromImage(pred_img), sitk.GetArrayFromImage(truth_img)
     spacing = np.asarray(pred_img.GetSpacing())[::-1]
@@ -66,8 +74,11 @@ def evaluate_case(pred_dir: Path, truth_file: Path) -> CaseMetrics:
     has_tumour = bool((truth == 2).any())
     tumour = overlap_metrics(pred == 2, truth == 2, spacing) if has_tumour else None
     detection_file = pred_dir / "detection_map.nii.gz"
-    detection = sitk.GetArrayFromImage(sitk.ReadImage(str(detection_file))) if detection_file.is_file() else (
-        (pred == 2).astype(np.float32))
+    detection = (
+        sitk.GetArrayFromImage(sitk.ReadImage(str(detection_file)))
+        if detection_file.is_file()
+        else ((pred == 2).astype(np.float32))
+    )
     report_file = pred_dir / "report.json"
     score = None
     if report_file.is_file():
@@ -75,12 +86,18 @@ def evaluate_case(pred_dir: Path, truth_file: Path) -> CaseMetrics:
     if score is None:
         score = float(detection.max())
     return CaseMetrics(
-        case=pred_dir.name, has_tumour=has_tumour, pdac_score=float(score),
-        pancreas_dice=gland.dice, pancreas_nsd=gland.nsd, pancreas_hd95_mm=gland.hd95_mm,
-        tumour_dice=tumour.dice if tumour else None, tumour_nsd=tumour.nsd if tumour else None,
+        case=pred_dir.name,
+        has_tumour=has_tumour,
+        pdac_score=float(score),
+        pancreas_dice=gland.dice,
+        pancreas_nsd=gland.nsd,
+        pancreas_hd95_mm=gland.hd95_mm,
+        tumour_dice=tumour.dice if tumour else None,
+        tumour_nsd=tumour.nsd if tumour else None,
         tumour_hd95_mm=tumour.hd95_mm if tumour else None,
         false_tumour_ml=0.0 if has_tumour else float((pred == 2).sum() * np.prod(spacing) / 1000.0),
-        hits={f"{t:.2f}": match_lesions(detection, truth == 2, t) for t in IOU_THRESHOLDS})
+        hits={f"{t:.2f}": match_lesions(detection, truth == 2, t) for t in IOU_THRESHOLDS},
+    )
 
 
 def summarise(cases: list[CaseMetrics]) -> dict[str, float]:
@@ -107,7 +124,9 @@ def summarise(cases: list[CaseMetrics]) -> dict[str, float]:
     return out
 
 
-def bootstrap(cases: list[CaseMetrics], resamples: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:
+def bootstrap(
+    cases: list[CaseMetrics], resamples: int = 1000, seed: int = 0
+) -> dict[str, tuple[float, float]]:
     """95 % percentile intervals of every summary figure, resampling cases with replacement."""
     rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {}
@@ -120,10 +139,16 @@ def bootstrap(cases: list[CaseMetrics], resamples: int = 1000, seed: int = 0) ->
 
 
 def evaluate_folder(pred_root: Path, gt_root: Path, resamples: int = 1000) -> dict:
-    case_dirs = sorted(p for p in pred_root.iterdir() if (p / "labels.nii.gz").is_file()) if pred_root.is_dir() else []
+    case_dirs = (
+        sorted(p for p in pred_root.iterdir() if (p / "labels.nii.gz").is_file())
+        if pred_root.is_dir()
+        else []
+    )
     if not case_dirs:
-        raise InputError(f"No predictions (<case>/labels.nii.gz) in {pred_root}.",
-                         "Run `pancreasai segment --batch ... --out PRED` first.")
+        raise InputError(
+            f"No predictions (<case>/labels.nii.gz) in {pred_root}.",
+            "Run `pancreasai segment --batch ... --out PRED` first.",
+        )
     cases = [evaluate_case(d, _truth_path(gt_root, d.name)) for d in case_dirs]
     summary = summarise(cases)
     intervals = bootstrap(cases, resamples) if resamples else {}
@@ -131,12 +156,19 @@ def evaluate_folder(pred_root: Path, gt_root: Path, resamples: int = 1000) -> di
     for c in cases:
         row = {k: v for k, v in asdict(c).items() if k != "hits"}
         per_case.append(row)
-    return {"cases": len(cases), "with_tumour": sum(c.has_tumour for c in cases), "summary": summary,
-            "ci95": intervals, "per_case": per_case}
+    return {
+        "cases": len(cases),
+        "with_tumour": sum(c.has_tumour for c in cases),
+        "summary": summary,
+        "ci95": intervals,
+        "per_case": per_case,
+    }
 
 
 def format_table(result: dict) -> str:
-    rows = [f"{'metric':<22} {'value':>8}   95% CI   (n={result['cases']}, {result['with_tumour']} with tumour)"]
+    rows = [
+        f"{'metric':<22} {'value':>8}   95% CI   (n={result['cases']}, {result['with_tumour']} with tumour)"
+    ]
     for key, value in result["summary"].items():
         low, high = result["ci95"].get(key, (float("nan"), float("nan")))
         rows.append(f"{key:<22} {value:8.3f}   [{low:.3f}, {high:.3f}]")

@@ -47,7 +47,9 @@ def surface_distances(pred: np.ndarray, true: np.ndarray, spacing_zyx) -> tuple[
     return to_true[sp], to_pred[st]
 
 
-def overlap_metrics(pred: np.ndarray, true: np.ndarray, spacing_zyx, tolerance_mm: float = 2.0) -> OverlapMetrics:
+def overlap_metrics(
+    pred: np.ndarray, true: np.ndarray, spacing_zyx, tolerance_mm: float = 2.0
+) -> OverlapMetrics:
     pred, true = np.asarray(pred, bool), np.asarray(true, bool)
     voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
     volumes = (float(pred.sum() * voxel_ml), float(true.sum() * voxel_ml))
@@ -56,6 +58,8 @@ def overlap_metrics(pred: np.ndarray, true: np.ndarray, spacing_zyx, tolerance_m
     if not pred.any() or not true.any():
         return OverlapMetrics(0.0, 0.0, float("nan"), *volumes)
     d_pred, d_true = surface_distances(pred, true, spacing_zyx)
-    nsd = float(((d_pred <= tolerance_mm).sum() + (d_true <= tolerance_mm).sum()) / (len(d_pred) + len(d_true)))
+    nsd = float(
+        ((d_pred <= tolerance_mm).sum() + (d_true <= tolerance_mm).sum()) / (len(d_pred) + len(d_true))
+    )
     hd95 = float(max(np.percentile(d_pred, 95), np.percentile(d_true, 95)))
     return OverlapMetrics(dice_score(pred, true), nsd, hd95, *volumes)

@@ -123,7 +123,9 @@ def _with_sop_class(dataset: pydicom.Dataset) -> pydicom.Dataset:
         meta = getattr(dataset, "file_meta", None)
         media = meta.get("MediaStorageSOPClassUID") if meta is not None else None
         if not media:
-            raise SourceGridMismatchError("The source DICOM files name no SOP class; a DICOM SEG cannot reference them.")
+            raise SourceGridMismatchError(
+                "The source DICOM files name no SOP class; a DICOM SEG cannot reference them."
+            )
         dataset.SOPClassUID = media
     return dataset
 

@@ -50,7 +50,9 @@ class Down(nn.Sequential):
 class Up(nn.Module):
     """Transposed-convolution upsampling, concatenation with the skip, then a ConvBlock."""
 
-    def __init__(self, in_channels: int, skip_channels: int, out_channels: int, stride: Sequence[int]) -> None:
+    def __init__(
+        self, in_channels: int, skip_channels: int, out_channels: int, stride: Sequence[int]
+    ) -> None:
         super().__init__()
         stride = tuple(stride)
         self.up = nn.ConvTranspose3d(in_channels, out_channels, stride, stride=stride, bias=False)
@@ -68,7 +70,9 @@ class Encoder(nn.Module):
         if len(strides) != len(channels) - 1:
             raise ValueError("An encoder needs one stride per downsampling step (len(channels) - 1).")
         self.stem = ConvBlock(in_channels, channels[0])
-        self.downs = nn.ModuleList(Down(channels[i], channels[i + 1], strides[i]) for i in range(len(strides)))
+        self.downs = nn.ModuleList(
+            Down(channels[i], channels[i + 1], strides[i]) for i in range(len(strides))
+        )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = [self.stem(x)]

@@ -34,9 +34,12 @@ class MultiPhaseConfig(NetworkConfig):
 
     @classmethod
     def large(cls) -> MultiPhaseConfig:
-        return cls(channels=(32, 64, 128, 256, 320),
-                   strides=((1, 2, 2), (2, 2, 2), (2, 2, 2), (2, 2, 2)), fusion_levels=3, fpn_channels=64)
-
+        return cls(
+            channels=(32, 64, 128, 256, 320),
+            strides=((1, 2, 2), (2, 2, 2), (2, 2, 2), (2, 2, 2)),
+            fusion_levels=3,
+            fpn_channels=64,
+        )
 
 
 class FPNClassifier(nn.Module):
@@ -45,14 +48,16 @@ class FPNClassifier(nn.Module):
     def __init__(self, level_channels: Sequence[int], width: int, classes: int = 2) -> None:
         super().__init__()
         self.lateral = nn.ModuleList(nn.Conv3d(c, width, 1) for c in level_channels)
-        self.head = nn.Sequential(nn.Linear(2 * width * len(level_channels), width), nn.GELU(),
-                                  nn.Linear(width, classes))
+        self.head = nn.Sequential(
+            nn.Linear(2 * width * len(level_channels), width), nn.GELU(), nn.Linear(width, classes)
+        )
 
     def forward(self, levels: Sequence[torch.Tensor]) -> torch.Tensor:
         maps = [lat(x) for lat, x in zip(self.lateral, levels, strict=True)]
         for i in range(len(maps) - 2, -1, -1):  # top-down: the deeper level refines the shallower one
-            maps[i] = maps[i] + F.interpolate(maps[i + 1], size=maps[i].shape[2:], mode="trilinear",
-                                              align_corners=False)
+            maps[i] = maps[i] + F.interpolate(
+                maps[i + 1], size=maps[i].shape[2:], mode="trilinear", align_corners=False
+            )
         pooled = [torch.cat([m.mean(dim=(2, 3, 4)), m.amax(dim=(2, 3, 4))], dim=1) for m in maps]
         return self.head(torch.cat(pooled, dim=1))
 
@@ -69,7 +74,8 @@ class MultiPhaseTumourNet(nn.Module):
             raise ValueError(f"fusion_levels must be between 1 and {levels}.")
         self.encoders = nn.ModuleList(Encoder(2, c.channels, c.strides) for _ in range(c.phases))
         self.fusions = nn.ModuleDict(
-            {str(i): CrossPhaseFusion(c.channels[i]) for i in range(levels - c.fusion_levels, levels)})
+            {str(i): CrossPhaseFusion(c.channels[i]) for i in range(levels - c.fusion_levels, levels)}
+        )
         self.decoder = Decoder(c.channels, c.strides)
         self.seg_head = nn.Conv3d(c.channels[0], c.classes, 1)
         self.classifier = FPNClassifier(c.channels[-3:], c.fpn_channels)
@@ -78,8 +84,9 @@ class MultiPhaseTumourNet(nn.Module):
     def divisor(self) -> tuple[int, int, int]:
         return total_stride(self.config.strides)
 
-    def fused_features(self, image: torch.Tensor, prior: torch.Tensor, phase_mask: torch.Tensor
-                       ) -> list[torch.Tensor]:
+    def fused_features(
+        self, image: torch.Tensor, prior: torch.Tensor, phase_mask: torch.Tensor
+    ) -> list[torch.Tensor]:
         mask = phase_mask.bool()
         present = mask.any(dim=0)
         per_phase: list[list[torch.Tensor] | None] = []
@@ -91,14 +98,16 @@ class MultiPhaseTumourNet(nn.Module):
         template = next(f for f in per_phase if f is not None)
         fused = []
         for level in range(len(template)):
-            stack = torch.stack([f[level] if f is not None else torch.zeros_like(template[level])
-                                 for f in per_phase], dim=1)
+            stack = torch.stack(
+                [f[level] if f is not None else torch.zeros_like(template[level]) for f in per_phase], dim=1
+            )
             fusion = self.fusions[str(level)] if str(level) in self.fusions else None  # noqa: SIM401
             fused.append(fusion(stack, mask) if fusion is not None else masked_mean(stack, mask))
         return fused
 
-    def forward(self, image: torch.Tensor, prior: torch.Tensor, phase_mask: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, image: torch.Tensor, prior: torch.Tensor, phase_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         image = image * phase_mask.to(image.dtype)[:, :, None, None, None]
         fused = self.fused_features(image, prior, phase_mask)
         return self.seg_head(self.decoder(fused)), self.classifier(fused[-3:])

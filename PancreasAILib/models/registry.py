@@ -74,15 +74,23 @@ def read_manifest(root: Path | None = None) -> dict[str, ModelEntry]:
         return {}
     data = json.loads(path.read_text())
     if data.get("manifest_version") != MANIFEST_VERSION:
-        raise WeightsError(f"{path} has manifest_version {data.get('manifest_version')!r}, expected {MANIFEST_VERSION}.",
-                           "Update PancreasAI, or restore the manifest that came with it.")
-    return {name: ModelEntry(name=name, **{k: v for k, v in entry.items() if k != "name"})
-            for name, entry in data.get("models", {}).items()}
+        raise WeightsError(
+            f"{path} has manifest_version {data.get('manifest_version')!r}, expected {MANIFEST_VERSION}.",
+            "Update PancreasAI, or restore the manifest that came with it.",
+        )
+    return {
+        name: ModelEntry(name=name, **{k: v for k, v in entry.items() if k != "name"})
+        for name, entry in data.get("models", {}).items()
+    }
 
 
 def write_manifest(entries: dict[str, ModelEntry], root: Path | None = None) -> Path:
-    body = {"manifest_version": MANIFEST_VERSION,
-            "models": {name: {k: v for k, v in e.to_dict().items() if k != "name"} for name, e in sorted(entries.items())}}
+    body = {
+        "manifest_version": MANIFEST_VERSION,
+        "models": {
+            name: {k: v for k, v in e.to_dict().items() if k != "name"} for name, e in sorted(entries.items())
+        },
+    }
     return write_text_atomically(manifest_path(root), json.dumps(body, indent=2) + "\n")
 
 
@@ -98,8 +106,10 @@ def get_entry(name: str, root: Path | None = None) -> ModelEntry:
     entries = read_manifest(root)
     if name not in entries:
         known = ", ".join(sorted(entries)) or "none"
-        raise WeightsError(f"No model named {name!r} in {manifest_path(root)} (known: {known}).",
-                           "Train it with `pancreasai train`, or restore Resources/models from the release.")
+        raise WeightsError(
+            f"No model named {name!r} in {manifest_path(root)} (known: {known}).",
+            "Train it with `pancreasai train`, or restore Resources/models from the release.",
+        )
     return entries[name]
 
 
@@ -112,13 +122,17 @@ def locate_weights(entry: ModelEntry, root: Path | None = None, *, allow_downloa
                 raise WeightsError(
                     f"The weights {candidate} of model {entry.name!r} fail their checksum "
                     f"(sha256 {actual[:12]}…, manifest says {entry.sha256[:12]}…).",
-                    "Delete the file so it is fetched again, or reinstall PancreasAI; never load unverified weights.")
+                    "Delete the file so it is fetched again, or reinstall PancreasAI; never load unverified weights.",
+                )
             return candidate
     if entry.url and allow_download:
         return download_weights(entry)
-    raise WeightsError(f"The weights of model {entry.name!r} ({entry.file}) are neither shipped nor cached"
-                       + ("" if entry.url else " and have no download URL") + ".",
-                       "Run once with network access, or copy the file into " + str(cache_dir()) + ".")
+    raise WeightsError(
+        f"The weights of model {entry.name!r} ({entry.file}) are neither shipped nor cached"
+        + ("" if entry.url else " and have no download URL")
+        + ".",
+        "Run once with network access, or copy the file into " + str(cache_dir()) + ".",
+    )
 
 
 def download_weights(entry: ModelEntry) -> Path:
@@ -133,27 +147,34 @@ def download_weights(entry: ModelEntry) -> Path:
             shutil.copyfileobj(response, out, _CHUNK)
         actual = sha256_of(tmp)
         if actual != entry.sha256:
-            raise WeightsError(f"The download of model {entry.name!r} from {entry.url} fails its checksum "
-                               f"(sha256 {actual[:12]}…, manifest says {entry.sha256[:12]}…); it was discarded.",
-                               "Check the URL in Resources/models/manifest.json, or retry later.")
+            raise WeightsError(
+                f"The download of model {entry.name!r} from {entry.url} fails its checksum "
+                f"(sha256 {actual[:12]}…, manifest says {entry.sha256[:12]}…); it was discarded.",
+                "Check the URL in Resources/models/manifest.json, or retry later.",
+            )
         os.replace(tmp, target)
         return target
     except OSError as err:  # URLError is an OSError: no network, 404, unreadable file:// path
-        raise WeightsError(f"Could not download model {entry.name!r} from {entry.url}: {err}.",
-                           "Check the network or the URL, or place the file in " + str(cache_dir()) + ".") from err
+        raise WeightsError(
+            f"Could not download model {entry.name!r} from {entry.url}: {err}.",
+            "Check the network or the URL, or place the file in " + str(cache_dir()) + ".",
+        ) from err
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def load_model_weights(name: str, root: Path | None = None, *, allow_download: bool = True
-                       ) -> tuple[dict[str, torch.Tensor], ModelEntry]:
+def load_model_weights(
+    name: str, root: Path | None = None, *, allow_download: bool = True
+) -> tuple[dict[str, torch.Tensor], ModelEntry]:
     """The verified state dict of model `name` and its manifest entry (safetensors: no code runs)."""
     entry = get_entry(name, root)
     path = locate_weights(entry, root, allow_download=allow_download)
     return load_file(str(path)), entry
 
 
-def save_weights(state_dict: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> Path:
+def save_weights(
+    state_dict: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
+) -> Path:
     """Write a state dict as safetensors atomically (contiguous CPU tensors, no shared storage)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
@@ -163,9 +184,17 @@ def save_weights(state_dict: dict[str, torch.Tensor], path: Path, metadata: dict
     return path
 
 
-def register_weights(name: str, weights_file: Path, *, version: str, config: dict[str, Any],
-                     input_spec: dict[str, Any], card: dict[str, Any], url: str | None = None,
-                     root: Path | None = None) -> ModelEntry:
+def register_weights(
+    name: str,
+    weights_file: Path,
+    *,
+    version: str,
+    config: dict[str, Any],
+    input_spec: dict[str, Any],
+    card: dict[str, Any],
+    url: str | None = None,
+    root: Path | None = None,
+) -> ModelEntry:
     """Copy `weights_file` into the model folder as `<name>.safetensors` and record it in the manifest."""
     folder = root or resources_dir()
     folder.mkdir(parents=True, exist_ok=True)
@@ -174,8 +203,16 @@ def register_weights(name: str, weights_file: Path, *, version: str, config: dic
         tmp = target.with_name(f".{target.name}.tmp")
         shutil.copyfile(weights_file, tmp)
         os.replace(tmp, target)
-    entry = ModelEntry(name=name, version=version, file=target.name, sha256=sha256_of(target), url=url,
-                       config=config, input_spec=input_spec, card=card)
+    entry = ModelEntry(
+        name=name,
+        version=version,
+        file=target.name,
+        sha256=sha256_of(target),
+        url=url,
+        config=config,
+        input_spec=input_spec,
+        card=card,
+    )
     entries = read_manifest(folder)
     entries[name] = entry
     write_manifest(entries, folder)

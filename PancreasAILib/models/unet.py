@@ -26,7 +26,6 @@ class CoarseUNetConfig(NetworkConfig):
     classes: int = 2  # background, pancreas (including tumour)
 
 
-
 class CoarseUNet(nn.Module):
     """(B, P, D, H, W) phases + (B, P) presence mask -> (B, classes, D, H, W) logits."""
 

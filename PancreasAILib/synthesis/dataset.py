@@ -102,7 +102,9 @@ def write_nifti(path: Path, image: sitk.Image) -> Path:
     return write_file_atomically(Path(path), writer)
 
 
-def write_case_dicom(case: SyntheticCase, out: Path, name: str, seed: int, index: int, thickness: float) -> None:
+def write_case_dicom(
+    case: SyntheticCase, out: Path, name: str, seed: int, index: int, thickness: float
+) -> None:
     from pydicom.uid import generate_uid
 
     uid = lambda what: generate_uid(entropy_srcs=[f"pancreasai-synth-{seed}-{index}-{what}"])  # noqa: E731

@@ -2,13 +2,16 @@
 
 The models are judged on anatomy, intensity models and scanners they never saw, so augmentation
 leans on intensities (per-phase HU gain and offset, noise, blur) rather than on the synthetic
-generator's own statistics, and phase dropout trains every subset of phases (venous-only included).
+generator's own statistics, phase dropout trains every subset of phases (venous-only included), and
+random in-plane rotation and per-axis scaling stretch a handful of anatomy maps into many bodies
+(without it stage 1 learnt where the pancreas sits in 14 maps and missed it in another atlas).
 All draws come from the generator passed in, so a run is reproducible from its seed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -43,6 +46,65 @@ def crop_start(
         return np.array([rng.integers(0, max(s - p, 0) + 1) for s, p in zip(shape, patch, strict=True)])
     centre = np.asarray(centre) + rng.uniform(-jitter, jitter, 3) * patch
     return np.round(centre - patch / 2).astype(int)
+
+
+def patch_centre(
+    shape: Sequence[int],
+    patch: Sequence[int],
+    centre: Sequence[float] | None,
+    rng: np.random.Generator,
+    jitter: float = 0.35,
+) -> np.ndarray:
+    """Voxel centre of a `patch` box: around `centre` (with jitter) or anywhere when None."""
+    start = crop_start(shape, patch, centre, rng, jitter)
+    return start + (np.asarray(patch) - 1) / 2.0
+
+
+@dataclass(frozen=True)
+class SpatialDraw:
+    """One random in-plane rotation and per-axis scaling, as a matrix from patch to array voxels."""
+
+    matrix: np.ndarray  # (3, 3) in (z, y, x) voxel units: input offset = matrix @ output offset
+
+    @classmethod
+    def draw(
+        cls,
+        rng: np.random.Generator,
+        rotation_deg: float = 20.0,
+        scale: tuple[float, float] = (0.75, 1.3),
+        axis_jitter: float = 0.1,
+    ) -> SpatialDraw:
+        # Rotation about z only: z spacing differs from y/x, and scanners differ little in tilt.
+        angle = np.deg2rad(rng.uniform(-rotation_deg, rotation_deg))
+        c, s = np.cos(angle), np.sin(angle)
+        rotate = np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+        # > 1 zooms out (a larger body seen through the same patch); per-axis jitter changes proportions.
+        zoom = rng.uniform(*scale) * rng.uniform(1 - axis_jitter, 1 + axis_jitter, 3)
+        return cls(rotate @ np.diag(zoom))
+
+
+def spatial_patch(
+    array: np.ndarray, centre: np.ndarray, patch: Sequence[int], draw: SpatialDraw, fill: float, order: int
+) -> np.ndarray:
+    """The `patch` box around voxel `centre` of `array`, resampled through `draw` (leading axes kept)."""
+    out_centre = (np.asarray(patch) - 1) / 2.0
+    offset = np.asarray(centre, float) - draw.matrix @ out_centre
+    lead = array.shape[:-3]
+    flat = array.reshape(-1, *array.shape[-3:])
+    out = np.empty((flat.shape[0], *patch), dtype=array.dtype)
+    for k, channel in enumerate(flat):
+        ndi.affine_transform(
+            channel,
+            draw.matrix,
+            offset,
+            output_shape=tuple(patch),
+            output=out[k],
+            order=order,
+            mode="constant",
+            cval=fill,
+            prefilter=False,
+        )
+    return out.reshape(*lead, *patch)
 
 
 def take_patch(array: np.ndarray, start: np.ndarray, patch: Sequence[int], fill: float) -> np.ndarray:

@@ -15,11 +15,14 @@ import torch
 
 from PancreasAILib.errors import InputError
 from PancreasAILib.training.augment import (
+    SpatialDraw,
     augment_intensity,
     crop_start,
     degrade_prior,
     drop_phases,
     mirror,
+    patch_centre,
+    spatial_patch,
     take_patch,
 )
 from PancreasAILib.training.preprocess import load_case
@@ -57,6 +60,7 @@ class PatchSampler:
         seed: int,
         tumour_fraction: float = 0.5,
         phase_dropout: bool = True,
+        spatial: float = 0.6,
     ) -> None:
         if stage not in (1, 2):
             raise ValueError("stage must be 1 or 2")
@@ -66,6 +70,7 @@ class PatchSampler:
         self.rng = np.random.default_rng(seed)
         self.tumour_fraction = tumour_fraction
         self.phase_dropout = phase_dropout
+        self.spatial = spatial  # share of patches drawn through a random rotation and scaling
         self._tumour_voxels: list[np.ndarray | None] = []
         self._gland_voxels: list[np.ndarray] = []
         self._index(self.cases)
@@ -94,13 +99,23 @@ class PatchSampler:
             centre = gland[rng.integers(len(gland))]
         else:
             centre = None
-        start = crop_start(label.shape, self.patch, centre, rng)
-        img = take_patch(image, start, self.patch, -1024)
-        lab = take_patch(label, start, self.patch, 0)
+        if rng.uniform() < self.spatial:
+            draw, middle = SpatialDraw.draw(rng), patch_centre(label.shape, self.patch, centre, rng)
+
+            def cut(array: np.ndarray, fill: float, order: int) -> np.ndarray:
+                return spatial_patch(array, middle, self.patch, draw, fill, order)
+        else:
+            start = crop_start(label.shape, self.patch, centre, rng)
+
+            def cut(array: np.ndarray, fill: float, order: int) -> np.ndarray:
+                return take_patch(array, start, self.patch, fill)
+
+        img = cut(image, -1024, 1)
+        lab = cut(label, 0, 0)
         mask = drop_phases(case["phase_mask"], rng) if self.phase_dropout else case["phase_mask"].copy()
         out = {"image": augment_intensity(img, mask, rng), "mask": mask}
         if self.stage == 2:
-            prior = degrade_prior(take_patch(case["s2_prior"], start, self.patch, 0.0), rng)
+            prior = degrade_prior(cut(case["s2_prior"].astype(np.float32), 0.0, 1), rng)
             out["image"], lab, prior = mirror([out["image"], lab, prior], rng)
             out["prior"] = prior[None]
             out["pdac"] = np.array(int((lab == 2).sum() >= TUMOUR_PATCH_MIN_VOXELS))

@@ -28,6 +28,7 @@ from PancreasAILib.geometry import mask_bounding_box
 from PancreasAILib.phases import PHASE_ORDER, Phase
 
 TRAIN_MARGIN_EXTRA_MM = (16.0, 16.0, 9.0)  # room to jitter the ROI during training
+PROCEDURAL_FIRST_INDEX = 10000  # procedural-anatomy cases share a cache with map cases under their own names
 
 
 def preprocess_case(

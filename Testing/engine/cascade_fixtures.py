@@ -27,8 +27,10 @@ def make_small_case(folder: Path, seed: int = 3, name: str = "case", margin_mm: 
     config = SynthesisConfig.coarse(p_tumour=1.0, tumour_count_probs=(1.0,), z_margin_mm=(20.0, 25.0))
     case = synthesize_case(procedural_anatomy(seed), config, seed=seed)
     box = mask_bounding_box(case.labels > 0)
-    box = BoundingBox((box.low[0] - margin_mm, box.low[1] - margin_mm, -1e6),
-                      (box.high[0] + margin_mm, box.high[1] + margin_mm, 1e6))
+    box = BoundingBox(
+        (box.low[0] - margin_mm, box.low[1] - margin_mm, -1e6),
+        (box.high[0] + margin_mm, box.high[1] + margin_mm, 1e6),
+    )
     images = {p: crop_to_box(image, box) for p, image in case.phases.items()}
     labels = crop_to_box(case.labels, box)
     folder.mkdir(parents=True, exist_ok=True)

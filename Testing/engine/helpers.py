@@ -17,8 +17,14 @@ from PancreasAILib.dicom_write import SeriesHeader, write_dicom_series
 PHASE_HU = {"arterial": (300.0, 75.0), "venous": (165.0, 108.0), "delayed": (110.0, 85.0)}
 
 
-def ct_phantom(phase: str = "venous", size=(120, 100, 24), spacing=(2.0, 2.0, 4.0), seed: int = 0,
-               direction=None, origin=(-120.0, -100.0, -50.0)) -> sitk.Image:
+def ct_phantom(
+    phase: str = "venous",
+    size=(120, 100, 24),
+    spacing=(2.0, 2.0, 4.0),
+    seed: int = 0,
+    direction=None,
+    origin=(-120.0, -100.0, -50.0),
+) -> sitk.Image:
     """An abdomen-like float32 HU volume (LPS: x to patient left, y posterior, z superior)."""
     rng = np.random.default_rng(seed)
     nx, ny, nz = size
@@ -48,15 +54,31 @@ def ct_phantom(phase: str = "venous", size=(120, 100, 24), spacing=(2.0, 2.0, 4.
     return image
 
 
-def write_phantom_dicom(folder: Path, phase: str = "venous", *, description: str | None = None,
-                        patient_id: str = "PAT1", study_uid: str = "1.2.826.0.1.3680043.8.498.1",
-                        series_uid: str | None = None, time_s: float = 36000.0, modality: str = "CT",
-                        size=(120, 100, 24), seed: int = 0, **header) -> list[Path]:
+def write_phantom_dicom(
+    folder: Path,
+    phase: str = "venous",
+    *,
+    description: str | None = None,
+    patient_id: str = "PAT1",
+    study_uid: str = "1.2.826.0.1.3680043.8.498.1",
+    series_uid: str | None = None,
+    time_s: float = 36000.0,
+    modality: str = "CT",
+    size=(120, 100, 24),
+    seed: int = 0,
+    **header,
+) -> list[Path]:
     image = ct_phantom(phase, size=size, seed=seed)
-    series_header = SeriesHeader(patient_id=patient_id, study_uid=study_uid, modality=modality,
-                                 series_description=description if description is not None else phase,
-                                 contrast_agent="Iomeprol", acquisition_time_s=time_s,
-                                 frame_of_reference_uid="1.2.826.0.1.3680043.8.498.99", **header)
+    series_header = SeriesHeader(
+        patient_id=patient_id,
+        study_uid=study_uid,
+        modality=modality,
+        series_description=description if description is not None else phase,
+        contrast_agent="Iomeprol",
+        acquisition_time_s=time_s,
+        frame_of_reference_uid="1.2.826.0.1.3680043.8.498.99",
+        **header,
+    )
     if series_uid:
         series_header.series_uid = series_uid
     return write_dicom_series(image, folder, series_header, shuffle_names_seed=seed + 1)

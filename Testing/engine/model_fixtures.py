@@ -31,6 +31,13 @@ def make_tiny_models(root: Path, seed: int = 0, gland_bias: float | None = 3.0) 
     card = {"intended_use": "tests only"}
     for name, net, spec in (("stage1_pancreas", stage1, STAGE1), ("stage2_tumour", stage2, STAGE2)):
         path = save_weights(net.state_dict(), root / "staging" / f"{name}.safetensors")
-        register_weights(name, path, version="test", config=net.config.to_dict(), input_spec=spec.to_dict(),
-                         card=card, root=root)
+        register_weights(
+            name,
+            path,
+            version="test",
+            config=net.config.to_dict(),
+            input_spec=spec.to_dict(),
+            card=card,
+            root=root,
+        )
     return root

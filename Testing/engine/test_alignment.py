@@ -16,18 +16,23 @@ from PancreasAILib.synthesis import SynthesisConfig, procedural_anatomy, synthes
 
 @pytest.fixture(scope="module")
 def synthetic_case():
-    config = SynthesisConfig.coarse(spacing_mm=1.5, slice_thickness_mm=2.5, misalign_max_mm=0.0,
-                                    misalign_max_deg=0.0, z_margin_mm=(50.0, 60.0))
+    config = SynthesisConfig.coarse(
+        spacing_mm=1.5,
+        slice_thickness_mm=2.5,
+        misalign_max_mm=0.0,
+        misalign_max_deg=0.0,
+        z_margin_mm=(50.0, 60.0),
+    )
     return synthesize_case(procedural_anatomy(11), config, seed=11)
 
 
 def _series(image: sitk.Image, name: str) -> LoadedSeries:
-    return LoadedSeries(sitk.Cast(image, sitk.sitkFloat32), SeriesInfo(source=Path(name),
-                                                                        kind="file"))
+    return LoadedSeries(sitk.Cast(image, sitk.sitkFloat32), SeriesInfo(source=Path(name), kind="file"))
 
 
-@pytest.mark.parametrize(("shift_mm", "angles_deg"), [((7.0, -5.0, 5.0), (3.0, -2.0, 3.0)),
-                                                       ((-4.0, 6.0, -3.0), (-2.5, 1.5, -2.0))])
+@pytest.mark.parametrize(
+    ("shift_mm", "angles_deg"), [((7.0, -5.0, 5.0), (3.0, -2.0, 3.0)), ((-4.0, 6.0, -3.0), (-2.5, 1.5, -2.0))]
+)
 def test_known_rigid_misalignment_is_recovered(synthetic_case, shift_mm, angles_deg):
     venous = synthetic_case.phases[Phase.VENOUS]
     arterial = synthetic_case.phases[Phase.ARTERIAL]
@@ -57,7 +62,9 @@ def test_known_rigid_misalignment_is_recovered(synthetic_case, shift_mm, angles_
 
 def test_unrelated_images_give_a_poor_alignment_warning(synthetic_case):
     venous = synthetic_case.phases[Phase.VENOUS]
-    noise = sitk.GetImageFromArray(np.random.default_rng(0).normal(0, 300, venous.GetSize()[::-1]).astype("f4"))
+    noise = sitk.GetImageFromArray(
+        np.random.default_rng(0).normal(0, 300, venous.GetSize()[::-1]).astype("f4")
+    )
     noise.CopyInformation(venous)
     phase_set = PhaseSet({Phase.DELAYED: _series(noise, "d"), Phase.VENOUS: _series(venous, "v")})
     (result,) = align_phase_set(phase_set).alignments

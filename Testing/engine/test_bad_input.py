@@ -36,7 +36,11 @@ def write_nifti(path: Path, image: sitk.Image) -> Path:
 
 
 def test_missing_path(tmp_path, capsys):
-    expect(*run_align(tmp_path, capsys, "--venous", str(tmp_path / "nowhere")), ExitCode.BAD_INPUT, "does not exist")
+    expect(
+        *run_align(tmp_path, capsys, "--venous", str(tmp_path / "nowhere")),
+        ExitCode.BAD_INPUT,
+        "does not exist",
+    )
 
 
 def test_empty_folder(tmp_path, capsys):
@@ -78,7 +82,9 @@ def test_non_ct_modality(tmp_path, capsys):
 def test_two_patients(tmp_path, capsys):
     write_phantom_dicom(tmp_path / "a", "arterial", patient_id="PAT1")
     write_phantom_dicom(tmp_path / "v", "venous", patient_id="PAT2", seed=3)
-    code, err = run_align(tmp_path, capsys, "--arterial", str(tmp_path / "a"), "--venous", str(tmp_path / "v"))
+    code, err = run_align(
+        tmp_path, capsys, "--arterial", str(tmp_path / "a"), "--venous", str(tmp_path / "v")
+    )
     expect(code, err, ExitCode.INCONSISTENT_INPUT, "different patients", "--force")
     assert "PAT1" not in err and "PAT2" not in err, "identifiers are PHI: never printed"
 
@@ -86,14 +92,20 @@ def test_two_patients(tmp_path, capsys):
 def test_two_studies(tmp_path, capsys):
     write_phantom_dicom(tmp_path / "a", "arterial", study_uid="1.2.3.4.1")
     write_phantom_dicom(tmp_path / "v", "venous", study_uid="1.2.3.4.2", seed=3)
-    code, err = run_align(tmp_path, capsys, "--arterial", str(tmp_path / "a"), "--venous", str(tmp_path / "v"))
+    code, err = run_align(
+        tmp_path, capsys, "--arterial", str(tmp_path / "a"), "--venous", str(tmp_path / "v")
+    )
     expect(code, err, ExitCode.INCONSISTENT_INPUT, "different studies")
 
 
 def test_two_patients_in_one_folder(tmp_path, capsys):
     write_phantom_dicom(tmp_path / "mixed" / "a", "arterial", patient_id="PAT1")
     write_phantom_dicom(tmp_path / "mixed" / "v", "venous", patient_id="PAT2", seed=3)
-    expect(*run_align(tmp_path, capsys, str(tmp_path / "mixed")), ExitCode.INCONSISTENT_INPUT, "different patients")
+    expect(
+        *run_align(tmp_path, capsys, str(tmp_path / "mixed")),
+        ExitCode.INCONSISTENT_INPUT,
+        "different patients",
+    )
 
 
 def test_corrupt_dicom_slice(tmp_path, capsys):
@@ -140,23 +152,30 @@ def test_oversized_volume_is_refused_from_its_header(tmp_path, capsys):
     # A detached NRRD header claiming 2048x2048x2000 int16 (16 GB); the data file is never read.
     (tmp_path / "huge.raw").write_bytes(b"\0" * 16)
     header = tmp_path / "huge.nhdr"
-    header.write_text("NRRD0004\ntype: short\ndimension: 3\nspace: left-posterior-superior\n"
-                      "sizes: 2048 2048 2000\nspace directions: (0.5,0,0) (0,0.5,0) (0,0,0.5)\n"
-                      "encoding: raw\nendian: little\nspace origin: (0,0,0)\ndata file: huge.raw\n\n")
+    header.write_text(
+        "NRRD0004\ntype: short\ndimension: 3\nspace: left-posterior-superior\n"
+        "sizes: 2048 2048 2000\nspace directions: (0.5,0,0) (0,0.5,0) (0,0,0.5)\n"
+        "encoding: raw\nendian: little\nspace origin: (0,0,0)\ndata file: huge.raw\n\n"
+    )
     expect(*run_align(tmp_path, capsys, "--venous", str(header)), ExitCode.TOO_LARGE, "memory guard", "GB")
 
 
 def test_memory_guard_is_configurable(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PANCREASAI_MAX_MEMORY_GB", "0.001")
     path = write_nifti(tmp_path / "v.nii.gz", ct_phantom())
-    expect(*run_align(tmp_path, capsys, "--venous", str(path)), ExitCode.TOO_LARGE, "PANCREASAI_MAX_MEMORY_GB")
+    expect(
+        *run_align(tmp_path, capsys, "--venous", str(path)), ExitCode.TOO_LARGE, "PANCREASAI_MAX_MEMORY_GB"
+    )
 
 
 def test_two_series_claiming_the_same_phase(tmp_path, capsys):
     write_phantom_dicom(tmp_path / "study" / "s1", "venous", description="Portal venous 2.5", time_s=36000)
     write_phantom_dicom(tmp_path / "study" / "s2", "venous", description="PV 5mm", time_s=36010, seed=5)
-    expect(*run_align(tmp_path, capsys, str(tmp_path / "study")), ExitCode.INCONSISTENT_INPUT,
-           "Two series claim the venous phase")
+    expect(
+        *run_align(tmp_path, capsys, str(tmp_path / "study")),
+        ExitCode.INCONSISTENT_INPUT,
+        "Two series claim the venous phase",
+    )
 
 
 def test_existing_output_folder_is_not_overwritten(tmp_path, capsys):
@@ -174,8 +193,20 @@ def test_force_allows_two_studies_with_a_warning(tmp_path, capsys):
     write_phantom_dicom(tmp_path / "a", "arterial", study_uid="1.2.3.4.1")
     write_phantom_dicom(tmp_path / "v", "venous", study_uid="1.2.3.4.2", seed=3)
     out = tmp_path / "out"
-    code = main(["align", "--arterial", str(tmp_path / "a"), "--venous", str(tmp_path / "v"), "--force",
-                 "--out", str(out), "--progress", "none"])
+    code = main(
+        [
+            "align",
+            "--arterial",
+            str(tmp_path / "a"),
+            "--venous",
+            str(tmp_path / "v"),
+            "--force",
+            "--out",
+            str(out),
+            "--progress",
+            "none",
+        ]
+    )
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == ["alignment.json", "arterial.nii.gz", "venous.nii.gz"]
     shutil.rmtree(out)

@@ -85,10 +85,26 @@ def test_evaluate_command_prints_the_table_and_writes_json(tmp_path, capsys):
         _write(tmp_path / "pred" / f"case{k}" / "labels.nii.gz", pred)
         detection = (pred == 2).astype(np.float32) * [0.9, 0.8, 0.0, 0.85][k]
         _write(tmp_path / "pred" / f"case{k}" / "detection_map.nii.gz", detection)
-        (tmp_path / "pred" / f"case{k}" / "report.json").write_text(json.dumps({"pdac_likelihood": [0.9, 0.8, 0.1, 0.6][k]}))
+        (tmp_path / "pred" / f"case{k}" / "report.json").write_text(
+            json.dumps({"pdac_likelihood": [0.9, 0.8, 0.1, 0.6][k]})
+        )
     out = tmp_path / "eval.json"
-    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--bootstrap", "50",
-                 "--json-out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(tmp_path / "pred"),
+                "--gt",
+                str(tmp_path / "gt"),
+                "--bootstrap",
+                "50",
+                "--json-out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     table = capsys.readouterr().out
     assert "tumour_dice" in table and "lesion_ap_iou0.10" in table
     result = json.loads(out.read_text())

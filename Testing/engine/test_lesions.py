@@ -69,6 +69,17 @@ def test_dynamic_threshold_grows_a_lesion_down_to_peak_over_2_5():
     assert (detection > 0).sum() == (prob >= 1.0 / 2.5).sum()
 
 
+def test_the_fringe_of_a_lesion_is_not_a_second_lesion_but_a_separate_blob_is():
+    shape = (9, 61, 61)
+    zz, yy, xx = np.indices(shape)
+    r = np.sqrt((zz - 4) ** 2 + (yy - 20) ** 2 + (xx - 20) ** 2)
+    prob = np.clip(1.0 - r / 20, 0, 1).astype(np.float32)  # a cone: after the cut at 0.4 a ring peaks at 0.4
+    prob[_ball(shape, (4, 50, 50), 3)] = 0.3  # a distinct weak lesion far away
+    lesions, detection = extract_lesions(prob, _grid(shape, spacing=(1, 1, 1)))
+    assert [round(les.confidence, 2) for les in lesions] == [1.0, 0.3]
+    assert set(np.unique(detection)) == {0.0, np.float32(0.3), np.float32(1.0)}
+
+
 def test_longest_axial_diameter_of_a_disc():
     mask = np.zeros((3, 50, 50), bool)
     mask[1] = _ball((1, 50, 50), (0, 25, 25), 10)[0]

@@ -17,10 +17,18 @@ from PancreasAILib.phase_id import identify_phases, keyword_scores
 from PancreasAILib.phases import Phase
 
 
-@pytest.mark.parametrize(("text", "phase"), [("Art Pancreatic 2.5", "arterial"), ("PV 5mm", "venous"),
-                                             ("Portal venous B30f", "venous"), ("Late arterial", "arterial"),
-                                             ("Delayed 3 min", "delayed"), ("Equilibrium", "delayed"),
-                                             ("Native Abdomen", "unenhanced")])
+@pytest.mark.parametrize(
+    ("text", "phase"),
+    [
+        ("Art Pancreatic 2.5", "arterial"),
+        ("PV 5mm", "venous"),
+        ("Portal venous B30f", "venous"),
+        ("Late arterial", "arterial"),
+        ("Delayed 3 min", "delayed"),
+        ("Equilibrium", "delayed"),
+        ("Native Abdomen", "unenhanced"),
+    ],
+)
 def test_keywords(text, phase):
     scores, _ = keyword_scores(text)
     assert max(scores, key=scores.get) == phase
@@ -38,8 +46,9 @@ def test_attenuation_identifies_untagged_nifti(tmp_path, phase):
 def test_folder_with_three_tagged_series(tmp_path):
     for k, phase in enumerate(["arterial", "venous", "delayed"]):
         description = {"arterial": "Pancreatic phase", "venous": "Portal venous", "delayed": "Delayed"}[phase]
-        write_phantom_dicom(tmp_path / "study" / phase, phase, description=description, time_s=36000 + 40 * k,
-                            seed=k)
+        write_phantom_dicom(
+            tmp_path / "study" / phase, phase, description=description, time_s=36000 + 40 * k, seed=k
+        )
     phase_set = build_phase_set({}, [tmp_path / "study"])
     assert phase_set.phases == [Phase.ARTERIAL, Phase.VENOUS, Phase.DELAYED]
     assert phase_set.reference_phase == Phase.VENOUS
@@ -84,9 +93,15 @@ def _oriented(direction) -> sitk.Image:
     return image
 
 
-@pytest.mark.parametrize("direction", [(1, 0, 0, 0, 1, 0, 0, 0, 1), (-1, 0, 0, 0, -1, 0, 0, 0, 1),
-                                       (1, 0, 0, 0, 1, 0, 0, 0, -1),
-                                       tuple(sitk.VersorTransform((0, 0, 1), 0.3).GetMatrix())])
+@pytest.mark.parametrize(
+    "direction",
+    [
+        (1, 0, 0, 0, 1, 0, 0, 0, 1),
+        (-1, 0, 0, 0, -1, 0, 0, 0, 1),
+        (1, 0, 0, 0, 1, 0, 0, 0, -1),
+        tuple(sitk.VersorTransform((0, 0, 1), 0.3).GetMatrix()),
+    ],
+)
 def test_crop_paste_and_reorient_keep_physical_positions(direction):
     image = _oriented(direction)
     mask = sitk.Image(image.GetSize(), sitk.sitkUInt8)

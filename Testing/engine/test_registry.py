@@ -25,8 +25,15 @@ def registry(tmp_path, monkeypatch):
     state = {"layer.weight": torch.arange(12, dtype=torch.float32).reshape(3, 4), "layer.bias": torch.ones(3)}
     source = save_weights(state, tmp_path / "trained" / "net.safetensors")
     root = tmp_path / "models"
-    entry = register_weights("net", source, version="1", config={"width": 4}, input_spec={"spacing": [1, 1, 1]},
-                             card={"intended_use": "tests"}, root=root)
+    entry = register_weights(
+        "net",
+        source,
+        version="1",
+        config={"width": 4},
+        input_spec={"spacing": [1, 1, 1]},
+        card={"intended_use": "tests"},
+        root=root,
+    )
     return root, entry, state
 
 

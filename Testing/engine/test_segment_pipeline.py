@@ -37,9 +37,25 @@ def tiny_models(tiny_root, monkeypatch):
 
 
 def _segment(case, out, *extra):
-    return main(["segment", "--arterial", str(case.phases[Phase.ARTERIAL]), "--venous", str(case.phases[Phase.VENOUS]),
-                 "--delayed", str(case.phases[Phase.DELAYED]), "--out", str(out), "--no-heatmap", "--device", "cpu",
-                 "--progress", "none", *extra])
+    return main(
+        [
+            "segment",
+            "--arterial",
+            str(case.phases[Phase.ARTERIAL]),
+            "--venous",
+            str(case.phases[Phase.VENOUS]),
+            "--delayed",
+            str(case.phases[Phase.DELAYED]),
+            "--out",
+            str(out),
+            "--no-heatmap",
+            "--device",
+            "cpu",
+            "--progress",
+            "none",
+            *extra,
+        ]
+    )
 
 
 def test_segment_writes_the_output_contract_on_the_reference_grid(small_case, tiny_models, tmp_path):
@@ -48,7 +64,9 @@ def test_segment_writes_the_output_contract_on_the_reference_grid(small_case, ti
     venous = sitk.ReadImage(str(small_case.phases[Phase.VENOUS]))
     labels = sitk.ReadImage(str(out / "labels.nii.gz"))
     assert labels.GetSize() == venous.GetSize()
-    assert np.allclose(labels.GetOrigin(), venous.GetOrigin()) and np.allclose(labels.GetSpacing(), venous.GetSpacing())
+    assert np.allclose(labels.GetOrigin(), venous.GetOrigin()) and np.allclose(
+        labels.GetSpacing(), venous.GetSpacing()
+    )
     report = json.loads((out / "report.json").read_text())
     assert report["segmentation_status"] == "done"
     assert {m["name"] for m in report["models"]} == {"stage1_pancreas", "stage2_tumour"}
@@ -58,15 +76,28 @@ def test_segment_writes_the_output_contract_on_the_reference_grid(small_case, ti
     detection = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "detection_map.nii.gz")))
     # the detection map holds each reported lesion's confidence, and nothing else
     assert {round(float(v), 4) for v in np.unique(detection[detection > 0])} == {
-        lesion["confidence"] for lesion in report["lesions"]}
+        lesion["confidence"] for lesion in report["lesions"]
+    }
     for lesion in report["lesions"]:
         index = labels.TransformPhysicalPointToIndex(lesion["centroid_mm"])
         assert all(0 <= i < n for i, n in zip(index, labels.GetSize(), strict=True))
 
 
 def test_venous_only_input_runs(small_case, tiny_models, tmp_path):
-    rc = main(["segment", "--venous", str(small_case.phases[Phase.VENOUS]), "--out", str(tmp_path / "v"),
-               "--no-heatmap", "--device", "cpu", "--progress", "none"])
+    rc = main(
+        [
+            "segment",
+            "--venous",
+            str(small_case.phases[Phase.VENOUS]),
+            "--out",
+            str(tmp_path / "v"),
+            "--no-heatmap",
+            "--device",
+            "cpu",
+            "--progress",
+            "none",
+        ]
+    )
     assert rc == 0
     report = json.loads((tmp_path / "v" / "report.json").read_text())
     assert list(report["inputs"]) == ["venous"] and report["segmentation_status"] == "done"
@@ -105,10 +136,26 @@ def test_batch_loads_the_models_once(small_case, tiny_models, tmp_path, monkeypa
             (batch / path.name.replace("case", name)).write_bytes(path.read_bytes())
     loads = []
     original = Cascade.load.__func__
-    monkeypatch.setattr(Cascade, "load", classmethod(lambda cls, *a, **k: loads.append(1) or original(cls, *a, **k)))
-    rc = main(["segment", "--batch", str(tmp_path / "batch"), "--out", str(tmp_path / "preds"), "--no-heatmap",
-               "--device", "cpu", "--progress", "none"])
+    monkeypatch.setattr(
+        Cascade, "load", classmethod(lambda cls, *a, **k: loads.append(1) or original(cls, *a, **k))
+    )
+    rc = main(
+        [
+            "segment",
+            "--batch",
+            str(tmp_path / "batch"),
+            "--out",
+            str(tmp_path / "preds"),
+            "--no-heatmap",
+            "--device",
+            "cpu",
+            "--progress",
+            "none",
+        ]
+    )
     assert rc == 0 and len(loads) == 1
     summary = json.loads((tmp_path / "preds" / "batch.json").read_text())
-    assert set(summary["cases"]) == {"a", "b"} and all(c["status"] == "done" for c in summary["cases"].values())
+    assert set(summary["cases"]) == {"a", "b"} and all(
+        c["status"] == "done" for c in summary["cases"].values()
+    )
     assert (tmp_path / "preds" / "a" / "labels.nii.gz").is_file()

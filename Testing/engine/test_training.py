@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from PancreasAILib.cli.main import main
 from PancreasAILib.corrections import write_correction_record
 from PancreasAILib.models.registry import get_entry
+from PancreasAILib.training.augment import SpatialDraw, spatial_patch, take_patch
 from PancreasAILib.training.datasets import PatchSampler, load_cache
 from PancreasAILib.training.preprocess import preprocess_case, save_case
 from PancreasAILib.training.trainer import TrainConfig, Trainer, default_spec
@@ -34,7 +35,9 @@ def cache(small_case, tmp_path_factory):
     folder = tmp_path_factory.mktemp("cache")
     arrays = preprocess_case(small_case.images, small_case.labels)
     for k in range(2):
-        save_case(folder / f"case{k}.npz", arrays, {"source": "synthetic", "anatomy": "procedural", "seed": k})
+        save_case(
+            folder / f"case{k}.npz", arrays, {"source": "synthetic", "anatomy": "procedural", "seed": k}
+        )
     return folder
 
 
@@ -63,25 +66,102 @@ def test_sampler_oversamples_tumour_and_drops_phases(cache):
     assert np.all(dropped == 0)
 
 
+def _sphere(shape=(40, 80, 80), radius=9.0):
+    zz, yy, xx = np.indices(shape)
+    centre = np.array(shape) / 2.0
+    label = ((zz - centre[0]) ** 2 + (yy - centre[1] - 5) ** 2 + (xx - centre[2]) ** 2 <= radius**2).astype(
+        np.uint8
+    )
+    image = np.where(label > 0, 200, -100).astype(np.int16)
+    return image, label
+
+
+def test_identity_spatial_draw_is_a_plain_crop():
+    image, _ = _sphere()
+    start, patch = np.array([4, 10, 12]), (24, 48, 48)
+    centre = start + (np.array(patch) - 1) / 2.0
+    same = spatial_patch(image, centre, patch, SpatialDraw(np.eye(3)), -1024, 1)
+    np.testing.assert_array_equal(same, take_patch(image, start, patch, -1024))
+
+
+def test_rotation_and_scaling_keep_image_and_label_aligned():
+    image, label = _sphere()
+    rng = np.random.default_rng(3)
+    centre, patch = (np.array(label.shape) - 1) / 2.0, (40, 80, 80)
+    volumes = []
+    for _ in range(6):
+        draw = SpatialDraw.draw(rng)
+        img = spatial_patch(image[None], centre, patch, draw, -1024, 1)[0]
+        lab = spatial_patch(label, centre, patch, draw, 0, 0)
+        assert np.mean((img > 50) == (lab > 0)) > 0.995
+        # a zoom of s per axis shrinks the sphere's voxel count by the determinant
+        volumes.append(lab.sum() * abs(np.linalg.det(draw.matrix)) / label.sum())
+    assert np.allclose(volumes, 1.0, atol=0.12)
+    assert len({round(v, 3) for v in volumes}) > 1  # the draws differ
+
+
+def test_sampler_with_spatial_augmentation_keeps_prior_and_tumour_together(cache):
+    sampler = PatchSampler(
+        load_cache(cache), stage=2, patch=(16, 32, 32), seed=1, tumour_fraction=1.0, spatial=1.0
+    )
+    batch = sampler.batch(6)
+    label, prior = batch["label"].numpy(), batch["prior"].numpy()[:, 0]
+    assert label.shape == prior.shape == (6, 16, 32, 32)
+    assert (label == 2).sum() > 0
+    # the true gland prior follows the gland through the same transform
+    assert prior[label > 0].mean() > prior[label == 0].mean() + 0.2
+
+
 def test_training_checkpoints_and_resumes(cache, tmp_path):
     cases = load_cache(cache)
-    config = TrainConfig(stage=1, run_dir=tmp_path / "run", steps=4, checkpoint_every=2, val_every=4,
-                         channels=TINY, spec=default_spec(1))
+    config = TrainConfig(
+        stage=1,
+        run_dir=tmp_path / "run",
+        steps=4,
+        checkpoint_every=2,
+        val_every=4,
+        channels=TINY,
+        spec=default_spec(1),
+    )
     Trainer(config, cases, cases[:1]).fit()
-    assert (tmp_path / "run" / "checkpoint.pt").is_file() and (tmp_path / "run" / "best.safetensors").is_file()
+    assert (tmp_path / "run" / "checkpoint.pt").is_file() and (
+        tmp_path / "run" / "best.safetensors"
+    ).is_file()
     config.steps = 6
     resumed = Trainer(config, cases, cases[:1])
     assert resumed.resume() and resumed.step == 4
     resumed.fit()
-    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [
+        json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert max(steps) == 6
 
 
 def test_train_command_registers_loadable_weights(cache, tmp_path, monkeypatch):
     monkeypatch.setenv("PANCREASAI_MODELS", str(tmp_path / "models"))
-    rc = main(["train", "stage2", "--cache", str(cache), "--val-cases", "0", "--run", str(tmp_path / "run"),
-               "--steps", "2", "--val-every", "2", "--channels", *CHANNELS, "--device", "cpu", "--register",
-               "--progress", "none"])
+    rc = main(
+        [
+            "train",
+            "stage2",
+            "--cache",
+            str(cache),
+            "--val-cases",
+            "0",
+            "--run",
+            str(tmp_path / "run"),
+            "--steps",
+            "2",
+            "--val-every",
+            "2",
+            "--channels",
+            *CHANNELS,
+            "--device",
+            "cpu",
+            "--register",
+            "--progress",
+            "none",
+        ]
+    )
     assert rc == 0
     entry = get_entry("stage2_tumour")
     assert entry.card["intended_use"].startswith("Research use only")
@@ -91,10 +171,35 @@ def test_train_command_registers_loadable_weights(cache, tmp_path, monkeypatch):
 
 def test_distributed_training_with_two_gloo_processes(cache, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-           "-m", "PancreasAILib.cli.main", "train", "stage1", "--cache", str(cache), "--val-cases", "0",
-           "--run-dir", str(tmp_path / "ddp"), "--steps", "2", "--val-every", "2", "--channels", *CHANNELS,
-           "--device", "cpu", "--progress", "none"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+        "-m",
+        "PancreasAILib.cli.main",
+        "train",
+        "stage1",
+        "--cache",
+        str(cache),
+        "--val-cases",
+        "0",
+        "--run-dir",
+        str(tmp_path / "ddp"),
+        "--steps",
+        "2",
+        "--val-every",
+        "2",
+        "--channels",
+        *CHANNELS,
+        "--device",
+        "cpu",
+        "--progress",
+        "none",
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
     config = json.loads((tmp_path / "ddp" / "config.json").read_text())
@@ -107,12 +212,34 @@ def test_fine_tuning_from_a_correction_record(small_case, tmp_path, monkeypatch)
     monkeypatch.setenv("PANCREASAI_MODELS", str(models))
     prediction = sitk.Image(small_case.labels.GetSize(), sitk.sitkUInt8)
     prediction.CopyInformation(small_case.labels)
-    write_correction_record(tmp_path / "corrections", phases={p.value: img for p, img in small_case.images.items()},
-                            prediction=prediction, corrected=small_case.labels,
-                            model_versions={"stage2_tumour": "test"}, input_ids={"study": "x"})
-    rc = main(["train", "stage2", "--corrections", str(tmp_path / "corrections"), "--val-cases", "0",
-               "--run", str(tmp_path / "ft"), "--steps", "2", "--val-every", "2", "--device", "cpu",
-               "--progress", "none"])
+    write_correction_record(
+        tmp_path / "corrections",
+        phases={p.value: img for p, img in small_case.images.items()},
+        prediction=prediction,
+        corrected=small_case.labels,
+        model_versions={"stage2_tumour": "test"},
+        input_ids={"study": "x"},
+    )
+    rc = main(
+        [
+            "train",
+            "stage2",
+            "--corrections",
+            str(tmp_path / "corrections"),
+            "--val-cases",
+            "0",
+            "--run",
+            str(tmp_path / "ft"),
+            "--steps",
+            "2",
+            "--val-every",
+            "2",
+            "--device",
+            "cpu",
+            "--progress",
+            "none",
+        ]
+    )
     assert rc == 0
     before = load_file(str(models / "stage2_tumour.safetensors"))
     after = load_file(str(tmp_path / "ft" / "best.safetensors"))
