@@ -134,6 +134,7 @@ def _fill_segmentation(report: Report, result: CascadeResult, models: EngineMode
     report.segmentation_status = "done"
     report.segmentation_reason = None
     report.pdac_likelihood = result.pdac_likelihood
+    report.pdac_classifier_probability = round(float(result.classifier_probability), 4)
     report.lesions = [
         Lesion(
             id=c.id,
@@ -144,9 +145,14 @@ def _fill_segmentation(report: Report, result: CascadeResult, models: EngineMode
         )
         for c in result.lesions
     ]
+    how = (
+        "a logistic calibration of the head and the strongest lesion's confidence"
+        if models.cascade is not None and models.cascade.calibration is not None
+        else "the mean of the head and the strongest lesion's confidence (uncalibrated)"
+    )
     report.notes.append(
-        f"PDAC classification head {result.classifier_probability:.3f}; likelihood = mean of the "
-        "head and the strongest lesion's confidence. Research use only, not for clinical use."
+        f"PDAC classification head {result.classifier_probability:.3f}; likelihood = {how}. "
+        "Research use only, not for clinical use."
     )
 
 

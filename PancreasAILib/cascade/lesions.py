@@ -16,6 +16,7 @@ import SimpleITK as sitk
 from scipy import ndimage as ndi
 from scipy.spatial.distance import pdist
 
+from PancreasAILib.cascade.calibration import LikelihoodCalibration, uncalibrated_likelihood
 from PancreasAILib.cascade.grids import voxel_centres_mm
 
 MIN_VOXELS = 10
@@ -106,7 +107,16 @@ def longest_axial_diameter(mask: np.ndarray, spacing_zyx: np.ndarray) -> float:
     return best + float(spacing_zyx[1:].mean()) if best or mask.any() else 0.0
 
 
-def pdac_likelihood(classifier_probability: float, lesions: list[LesionCandidate]) -> float:
-    """The patient-level score: the mean of the classification head and the strongest lesion's confidence."""
+def pdac_likelihood(
+    classifier_probability: float,
+    lesions: list[LesionCandidate],
+    calibration: LikelihoodCalibration | None = None,
+) -> float:
+    """The patient-level score from the classification head and the strongest lesion's confidence.
+
+    Calibrated when the stage-2 model ships a calibration; otherwise the plain mean of the two.
+    """
     strongest = max((lesion.confidence for lesion in lesions), default=0.0)
-    return round(0.5 * float(classifier_probability) + 0.5 * strongest, 4)
+    if calibration is None:
+        return round(uncalibrated_likelihood(classifier_probability, strongest), 4)
+    return round(calibration(classifier_probability, strongest), 4)

@@ -16,6 +16,7 @@ import SimpleITK as sitk
 import torch
 from scipy import ndimage as ndi
 
+from PancreasAILib.cascade.calibration import LikelihoodCalibration
 from PancreasAILib.cascade.grids import array_to_grid, grid_for_box, image_box, normalise_hu, resample_onto
 from PancreasAILib.cascade.lesions import LesionCandidate, extract_lesions, pdac_likelihood
 from PancreasAILib.cascade.predict import predict_stage1, predict_stage2
@@ -57,6 +58,7 @@ class Cascade:
     entries: list[ModelEntry]
     device: torch.device
     restrict_to_pancreas: bool = True
+    calibration: LikelihoodCalibration | None = None
 
     @classmethod
     def load(
@@ -81,9 +83,9 @@ class Cascade:
         entries.append(entry2)
         for net in (stage1, stage2):
             net.to(dev).eval()
-        return cls(
-            stage1, stage2, spec1, StageSpec.from_dict(entry2.input_spec), entries, dev, restrict_to_pancreas
-        )
+        spec2 = StageSpec.from_dict(entry2.input_spec)
+        calibration = LikelihoodCalibration.from_dict(entry2.calibration)
+        return cls(stage1, stage2, spec1, spec2, entries, dev, restrict_to_pancreas, calibration)
 
     def run(
         self,
@@ -158,7 +160,7 @@ class Cascade:
             detection_ref,
             lesions,
             classifier,
-            pdac_likelihood(classifier, lesions),
+            pdac_likelihood(classifier, lesions, self.calibration),
             roi,
             roi_hu,
             gland,

@@ -12,7 +12,7 @@ from PancreasAILib import __version__
 from PancreasAILib.errors import ExitCode, PancreasAIError
 
 # Subcommand modules, in the order `--help` lists them. Each defines register(subparsers).
-SUBCOMMAND_MODULES = ("inspect", "align", "segment", "demo", "synth", "train", "evaluate")
+SUBCOMMAND_MODULES = ("inspect", "align", "segment", "demo", "synth", "train", "evaluate", "calibrate")
 
 EPILOG = """exit status:
   0 success            3 unusable input        6 output folder exists

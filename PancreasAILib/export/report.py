@@ -23,7 +23,7 @@ from typing import Any, Literal, Union
 from PancreasAILib import __version__
 from PancreasAILib.export.grid import GeometryInfo
 
-REPORT_SCHEMA_VERSION = "1.0"
+REPORT_SCHEMA_VERSION = "1.1"
 SegmentationStatus = Literal["done", "not_run", "no_pancreas"]
 _UID_PATTERN = re.compile(r"\b[0-2](\.(0|[1-9]\d*)){4,}\b")  # e.g. 1.2.840.113619.2.55 (DICOM UID shape)
 
@@ -95,6 +95,7 @@ class Report:
     segmentation_status: SegmentationStatus = "not_run"
     segmentation_reason: str | None = None
     pdac_likelihood: float | None = None
+    pdac_classifier_probability: float | None = None  # the head alone (1.1), so a calibration can be refitted
     lesions: list[Lesion] = field(default_factory=list)
     heatmap: HeatmapInfo = field(default_factory=HeatmapInfo)
     timings_s: dict[str, float] = field(default_factory=dict)

@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ class ModelEntry:
     config: dict[str, Any] = field(default_factory=dict)  # constructor arguments of the network
     input_spec: dict[str, Any] = field(default_factory=dict)  # spacing, channels, HU window, patch
     card: dict[str, Any] = field(default_factory=dict)  # training data, licence, intended use, metrics
+    calibration: dict[str, Any] = field(default_factory=dict)  # output calibration (numbers), if any
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -217,3 +218,16 @@ def register_weights(
     entries[name] = entry
     write_manifest(entries, folder)
     return entry
+
+
+def set_calibration(name: str, calibration: dict[str, Any], root: Path | None = None) -> ModelEntry:
+    """Record an output calibration for the registered weights of `name` (cleared when they are replaced)."""
+    folder = root or resources_dir()
+    entries = read_manifest(folder)
+    if name not in entries:
+        raise WeightsError(
+            f"No model named {name!r} in {manifest_path(folder)}.", "Register its weights first."
+        )
+    entries[name] = replace(entries[name], calibration=dict(calibration))
+    write_manifest(entries, folder)
+    return entries[name]

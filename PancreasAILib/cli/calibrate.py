@@ -1,0 +1,108 @@
+"""`pancreasai calibrate`: fit the PDAC likelihood's calibration on segmented cases with known truth.
+
+Run `pancreasai segment --batch DATA --out PRED` on cases the networks were not selected on (for the
+shipped weights: synthetic cases from the training maps with a fresh seed, never the held-out maps
+used for evaluation), then `pancreasai calibrate --pred PRED --gt DATA --register` stores the fit
+beside the stage-2 weights. The figures printed are in-sample; judge the calibration with
+`pancreasai evaluate` on held-out cases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from PancreasAILib.errors import InputError
+
+
+@dataclass
+class CalibrationCase:
+    name: str
+    head: float
+    strongest_lesion: float
+    has_tumour: bool
+    stage2_version: str | None
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "calibrate",
+        help="fit the PDAC likelihood calibration on segmented cases",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--pred", type=Path, required=True, metavar="DIR", help="`segment --batch` output")
+    parser.add_argument(
+        "--gt", type=Path, required=True, metavar="DIR", help="nnU-Net-raw dataset or label folder"
+    )
+    parser.add_argument("--register", action="store_true", help="store the fit in the model manifest")
+    parser.set_defaults(func=run)
+
+
+def read_cases(pred_root: Path, gt_root: Path) -> list[CalibrationCase]:
+    from PancreasAILib.evaluation.evaluate import _truth_path
+
+    cases = []
+    for report_file in sorted(pred_root.glob("*/report.json")):
+        report = json.loads(report_file.read_text())
+        head = report.get("pdac_classifier_probability")
+        if report.get("segmentation_status") != "done" or head is None:
+            continue  # no pancreas (or a report older than schema 1.1): nothing to calibrate on
+        truth = sitk.GetArrayViewFromImage(sitk.ReadImage(str(_truth_path(gt_root, report_file.parent.name))))
+        strongest = max((lesion["confidence"] for lesion in report.get("lesions", [])), default=0.0)
+        version = next((m["version"] for m in report.get("models", []) if m["name"] == "stage2_tumour"), None)
+        cases.append(
+            CalibrationCase(
+                report_file.parent.name, float(head), float(strongest), bool((truth == 2).any()), version
+            )
+        )
+    return cases
+
+
+def run(args: argparse.Namespace) -> int:
+    from PancreasAILib.cascade.calibration import LikelihoodCalibration, uncalibrated_likelihood
+    from PancreasAILib.cascade.runner import STAGE2_MODEL
+    from PancreasAILib.evaluation.detection import auroc, sensitivity_specificity
+    from PancreasAILib.models.registry import get_entry, set_calibration
+
+    cases = read_cases(args.pred, args.gt)
+    if len(cases) < 4:
+        raise InputError(
+            f"{args.pred} holds {len(cases)} segmented case(s) with a classifier probability; calibration needs 4+.",
+            "Segment more cases with `pancreasai segment --batch` (this version's reports) first.",
+        )
+    labels = np.array([c.has_tumour for c in cases])
+    if labels.all() or not labels.any():
+        raise InputError(
+            "Calibration needs cases with and without a tumour.", "Add cases of the missing kind."
+        )
+    calibration = LikelihoodCalibration.fit(
+        [c.head for c in cases], [c.strongest_lesion for c in cases], labels
+    )
+    before = np.array([uncalibrated_likelihood(c.head, c.strongest_lesion) for c in cases])
+    after = np.array([calibration(c.head, c.strongest_lesion) for c in cases])
+    print(f"{len(cases)} cases ({int(labels.sum())} with tumour); in-sample figures at threshold 0.5")
+    for title, scores in (("uncalibrated", before), ("calibrated", after)):
+        sens, spec = sensitivity_specificity(labels, scores)
+        brier = float(np.mean((scores - labels) ** 2))
+        print(
+            f"{title:<13} AUROC {auroc(labels, scores):.3f}  sens {sens:.3f}  spec {spec:.3f}  Brier {brier:.3f}"
+        )
+    print("calibration:", json.dumps(calibration.to_dict()))
+    if args.register:
+        entry = get_entry(STAGE2_MODEL)
+        versions = {c.stage2_version for c in cases}
+        if versions != {entry.version}:
+            raise InputError(
+                f"The predictions were made with {STAGE2_MODEL} {sorted(map(str, versions))}, "
+                f"but {entry.version} is registered.",
+                "Segment the cases again with the registered weights, then calibrate.",
+            )
+        set_calibration(STAGE2_MODEL, calibration.to_dict())
+        print(f"stored in the manifest entry of {STAGE2_MODEL} {entry.version}")
+    return 0
