@@ -29,6 +29,11 @@ REGISTRATION_GRID_MM = 2.0
 POOR_NCC = 0.5  # below this in the body after alignment, tell the user to check
 MAX_PLAUSIBLE_SHIFT_MM = 40.0  # more than this between phases of one study is probably a failure
 MAX_PLAUSIBLE_ROTATION_DEG = 15.0
+# Samples of the metric per pyramid level: a fixed number, not a share of the body, so a large scan costs
+# no more than a small one (20 % of a 512x512x120 body was about 1 M samples and 20 s per phase; 50 k
+# recovered the synthetic misalignments as well, in a third of the time).
+METRIC_SAMPLES_PER_LEVEL = 50_000
+METRIC_SAMPLING_MAX = 0.2
 
 
 @dataclass
@@ -118,7 +123,9 @@ def _register(
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=48)
     method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(0.2, seed)
+    body_voxels = max(int(np.count_nonzero(sitk.GetArrayViewFromImage(mask))), 1)
+    shares = [min(METRIC_SAMPLING_MAX, METRIC_SAMPLES_PER_LEVEL * f**3 / body_voxels) for f in shrink]
+    method.SetMetricSamplingPercentagePerLevel(shares, seed)
     method.SetMetricFixedMask(mask)
     method.SetInterpolator(sitk.sitkLinear)
     method.SetOptimizerAsRegularStepGradientDescent(
