@@ -6,7 +6,9 @@ input stops the run before anything is written.
 
 from __future__ import annotations
 
+import gzip
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -68,8 +70,8 @@ def check_geometry(size_xyz: tuple[int, ...], spacing: tuple[float, ...], source
         )
 
 
-def check_pixels(image: sitk.Image, source: str) -> None:
-    """Reject multi-component (RGB) and non-finite images."""
+def check_pixels(image: sitk.Image, source: str, nonfinite_in_file: int = 0) -> None:
+    """Reject multi-component (RGB) and non-finite images (`nonfinite_in_file`: counted before ITK read it)."""
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(
             f"{source} has {image.GetNumberOfComponentsPerPixel()} components per voxel (a colour/RGB or "
@@ -78,7 +80,7 @@ def check_pixels(image: sitk.Image, source: str) -> None:
         )
     if image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
         array = sitk.GetArrayViewFromImage(image)
-        bad = int(np.count_nonzero(~np.isfinite(array)))
+        bad = max(int(np.count_nonzero(~np.isfinite(array))), nonfinite_in_file)
         if bad:
             raise InputError(
                 f"{source} contains {bad:,} voxels that are NaN or infinite.",
@@ -109,3 +111,45 @@ def check_image_file_header(path: Path) -> sitk.ImageFileReader:
     check_geometry(tuple(size), tuple(reader.GetSpacing()), str(path))
     check_memory(tuple(size), str(path))
     return reader
+
+
+# NIfTI float datatypes (code -> numpy dtype): ITK's NIfTI reader turns NaN into 0 on reading, so
+# non-finite voxels must be counted in the file itself.
+_NIFTI_FLOATS = {16: "f4", 64: "f8"}
+
+
+def nifti_nonfinite_voxels(path: Path) -> int:
+    """Count NaN/inf voxels stored in a float NIfTI-1/-2 file (0 for integer data or other formats)."""
+    name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz")):
+        return 0
+    opener = gzip.open if name.endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        head = handle.read(540)
+        for endian in ("<", ">"):
+            size = struct.unpack(endian + "i", head[:4])[0]
+            if size in (348, 540):
+                break
+        else:
+            return 0  # not a NIfTI header this parser knows; ITK has read it, leave it be
+        if size == 348:
+            dims = struct.unpack(endian + "8h", head[40:56])
+            datatype = struct.unpack(endian + "h", head[70:72])[0]
+            offset = int(struct.unpack(endian + "f", head[108:112])[0])
+        else:
+            datatype = struct.unpack(endian + "h", head[12:14])[0]
+            dims = struct.unpack(endian + "8q", head[16:80])
+            offset = int(struct.unpack(endian + "q", head[168:176])[0])
+        if datatype not in _NIFTI_FLOATS:
+            return 0
+        count = int(np.prod([max(int(d), 1) for d in dims[1 : 1 + max(int(dims[0]), 1)]]))
+        handle.seek(offset)
+        dtype = np.dtype(endian + _NIFTI_FLOATS[datatype])
+        bad, chunk = 0, 1 << 22
+        while count > 0:  # in chunks: a 512x512x300 float volume is 300 MB
+            block = np.frombuffer(handle.read(min(count, chunk) * dtype.itemsize), dtype)
+            if block.size == 0:
+                break
+            bad += int(np.count_nonzero(~np.isfinite(block)))
+            count -= block.size
+    return bad

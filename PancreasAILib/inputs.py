@@ -21,7 +21,12 @@ from PancreasAILib.dicom_read import (
     scan_dicom_folder,
 )
 from PancreasAILib.errors import InconsistentInputError, InputError
-from PancreasAILib.image_checks import check_geometry, check_image_file_header, check_pixels
+from PancreasAILib.image_checks import (
+    check_geometry,
+    check_image_file_header,
+    check_pixels,
+    nifti_nonfinite_voxels,
+)
 from PancreasAILib.phases import LoadedSeries, SeriesInfo
 
 log = logging.getLogger(__name__)
@@ -38,7 +43,7 @@ def load_image_file(path: Path) -> LoadedSeries:
     """Read a NIfTI/NRRD/MHA volume as float32 HU in LPS, after header, size and pixel checks."""
     reader = check_image_file_header(path)
     image = reader.Execute()
-    check_pixels(image, str(path))
+    check_pixels(image, str(path), nifti_nonfinite_voxels(path))
     if image.GetPixelID() != sitk.sitkFloat32:
         image = sitk.Cast(image, sitk.sitkFloat32)
     info = SeriesInfo(source=path, kind="file", num_slices=image.GetSize()[2])

@@ -20,6 +20,7 @@ import SimpleITK as sitk
 
 from PancreasAILib.cascade.grids import array_to_grid
 from PancreasAILib.cascade.runner import Cascade, CascadeResult, paste_roi
+from PancreasAILib.dicom_read import hashed_key
 from PancreasAILib.export import (
     AlignmentInfo,
     GeometryInfo,
@@ -112,7 +113,7 @@ def build_report(phase_set: PhaseSet, aligned: AlignedCase, timings: dict[str, f
     warnings = list(phase_set.warnings) + [r.warning for r in aligned.alignments if r.warning]
     return Report(
         reference_phase=aligned.reference_phase.value,
-        inputs={p.value: phase_set.series[p].info.to_report() for p in phase_set.phases},
+        inputs={p.value: _without_file_name(phase_set.series[p].info.to_report()) for p in phase_set.phases},
         phases={
             p.value: phase_set.evidence[p].to_report() for p in phase_set.phases if p in phase_set.evidence
         },
@@ -123,6 +124,12 @@ def build_report(phase_set: PhaseSet, aligned: AlignedCase, timings: dict[str, f
         timings_s={k: round(v, 3) for k, v in timings.items()},
         warnings=warnings,
     )
+
+
+def _without_file_name(series: dict) -> dict:
+    """report.json never names input files (a file name may be a patient's name): a salted hash instead."""
+    name = series.pop("name", None)
+    return {**series, "name": None, "file_key": hashed_key(name) if name else None}
 
 
 def _fill_segmentation(report: Report, result: CascadeResult, models: EngineModels) -> None:

@@ -7,6 +7,7 @@ These check the plumbing (registry -> cascade -> physical-space outputs -> repor
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,6 +74,12 @@ def test_segment_writes_the_output_contract_on_the_reference_grid(small_case, ti
     assert all(len(m["sha256"]) == 64 for m in report["models"])
     assert set(report["timings_s"]) >= {"align", "stage1", "stage2", "lesions"}
     assert 0.0 <= report["pdac_likelihood"] <= 1.0
+    assert 0.0 <= report["pdac_classifier_probability"] <= 1.0
+    # no input file names in the report (they may carry a patient's name), only salted keys
+    text = (out / "report.json").read_text()
+    for path in small_case.phases.values():
+        assert Path(path).name not in text and Path(path).name.split(".")[0] not in text
+    assert all(len(entry["file_key"]) == 12 for entry in report["inputs"].values())
     detection = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "detection_map.nii.gz")))
     # the detection map holds each reported lesion's confidence, and nothing else
     assert {round(float(v), 4) for v in np.unique(detection[detection > 0])} == {
