@@ -102,6 +102,13 @@ def _add_segmentation_arguments(parser: argparse.ArgumentParser, stage: int) -> 
         help="synthetic validation cases from the training anatomy with another seed (default 8)",
     )
     data.add_argument(
+        "--val-procedural",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also N validation cases on procedural bodies, so model selection rewards other anatomy",
+    )
+    data.add_argument(
         "--data-seed", type=int, default=1, help="seed of the synthetic training data (default 1)"
     )
     data.add_argument("--workers", type=int, default=2, help="processes for synthesis (default 2)")
@@ -206,6 +213,16 @@ def _build_cache(args: argparse.Namespace, progress) -> tuple[Path, Path]:
             val_cache,
             cases=args.val_cases,
             seed=args.data_seed + 1000,
+            workers=args.workers,
+            progress=progress,
+        )
+    if args.val_procedural > 0:
+        build_synthetic_cache(
+            [PROCEDURAL],
+            val_cache,
+            cases=args.val_procedural,
+            seed=args.data_seed + 1000,
+            first_index=PROCEDURAL_FIRST_INDEX,
             workers=args.workers,
             progress=progress,
         )
