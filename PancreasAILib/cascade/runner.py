@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -51,7 +52,7 @@ class CascadeResult:
 
 @dataclass
 class Cascade:
-    stage1: torch.nn.Module
+    stage1: torch.nn.Module | Any  # or an external model with predict_probability()
     stage2: MultiPhaseTumourNet
     spec1: StageSpec
     spec2: StageSpec
@@ -62,7 +63,11 @@ class Cascade:
 
     @classmethod
     def load(
-        cls, device: str = "cpu", *, stage1: torch.nn.Module | None = None, restrict_to_pancreas: bool = True
+        cls,
+        device: str = "cpu",
+        *,
+        stage1: torch.nn.Module | Any | None = None,
+        restrict_to_pancreas: bool = True,
     ) -> Cascade:
         """Both networks from the registry; `stage1` may be replaced by an external pancreas model."""
         dev = torch.device(device)
@@ -77,12 +82,15 @@ class Cascade:
             spec1 = getattr(stage1, "spec", None) or StageSpec.from_dict(
                 load_model_weights(STAGE1_MODEL)[1].input_spec
             )
+            if getattr(stage1, "entry", None) is not None:  # an external model names itself in the report
+                entries.append(stage1.entry)
         weights, entry2 = load_model_weights(STAGE2_MODEL)
         stage2 = MultiPhaseTumourNet(MultiPhaseConfig.from_dict(entry2.config))
         stage2.load_state_dict(weights)
         entries.append(entry2)
         for net in (stage1, stage2):
-            net.to(dev).eval()
+            if isinstance(net, torch.nn.Module):  # an external stage 1 places itself
+                net.to(dev).eval()
         spec2 = StageSpec.from_dict(entry2.input_spec)
         calibration = LikelihoodCalibration.from_dict(entry2.calibration)
         return cls(stage1, stage2, spec1, spec2, entries, dev, restrict_to_pancreas, calibration)

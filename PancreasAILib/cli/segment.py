@@ -87,13 +87,25 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         default=True,
         help="keep tumour only within 10 mm of the predicted pancreas (default on)",
     )
+    parser.add_argument(
+        "--stage1-model",
+        metavar="DIR|totalsegmentator",
+        help="find the pancreas with an nnU-Net v2 model folder (plans.json, dataset.json, fold_*/) or with "
+        "TotalSegmentator's installed weights instead of the shipped coarse model",
+    )
 
 
 def load_models(args: argparse.Namespace) -> EngineModels:
     from PancreasAILib.cli.train import resolve_device
 
+    device = resolve_device(args.device)
+    stage1 = None
+    if args.stage1_model:
+        from PancreasAILib.cascade.external import load_external_stage1
+
+        stage1 = load_external_stage1(args.stage1_model, device)
     return EngineModels.load(
-        resolve_device(args.device), heatmap=args.heatmap, restrict_to_pancreas=args.restrict_to_pancreas
+        device, heatmap=args.heatmap, stage1=stage1, restrict_to_pancreas=args.restrict_to_pancreas
     )
 
 
