@@ -66,8 +66,11 @@ class EngineModels:
         heatmap: bool = True,
         stage1: Any | None = None,
         restrict_to_pancreas: bool = True,
+        mirror: bool = True,
     ) -> EngineModels:
-        cascade = Cascade.load(device, stage1=stage1, restrict_to_pancreas=restrict_to_pancreas)
+        cascade = Cascade.load(
+            device, stage1=stage1, restrict_to_pancreas=restrict_to_pancreas, mirror=mirror
+        )
         anomaly = None
         if heatmap:
             from PancreasAILib.anomaly import AnomalyModel

@@ -54,8 +54,15 @@ def predict_stage2(
     patch: Sequence[int],
     device: torch.device | str = "cpu",
     overlap: float = 0.25,
+    mirror: bool = False,
 ) -> tuple[np.ndarray, float]:
-    """Class probabilities (3, Z, Y, X) and the PDAC probability (max over windows) for one ROI."""
+    """Class probabilities (3, Z, Y, X) and the PDAC probability (max over windows) for one ROI.
+
+    `mirror`: average over the four in-plane mirrorings of the box (left-right, front-back, both; the
+    network was trained with those flips), nnU-Net's test-time mirroring restricted to the in-plane
+    axes. The four form a group, so mirroring the input mirrors the result (exactly, where the
+    window tiling is itself symmetric).
+    """
     device = torch.device(device)
     mask_t = torch.from_numpy(np.asarray(mask, bool)).to(device)[None]
     phases = image.shape[0]
@@ -68,6 +75,14 @@ def predict_stage2(
             return net(windows[:, :phases], windows[:, phases:], mask_t.expand(len(windows), -1))
 
     net.eval()
-    probs, pdac = sliding_window(run, inputs, patch, overlap=overlap)
-    assert pdac is not None
-    return probs.cpu().numpy(), float(pdac[1])
+    flips: list[tuple[int, ...]] = [(), (3,), (2,), (2, 3)] if mirror else [()]
+    total, pdac_total = None, 0.0
+    for axes in flips:
+        flipped = torch.flip(inputs, axes) if axes else inputs
+        probs, pdac = sliding_window(run, flipped, patch, overlap=overlap)
+        assert pdac is not None
+        probs = torch.flip(probs, axes) if axes else probs
+        total = probs if total is None else total + probs
+        pdac_total += float(pdac[1])
+    assert total is not None
+    return (total / len(flips)).cpu().numpy(), pdac_total / len(flips)

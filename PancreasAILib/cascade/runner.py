@@ -60,6 +60,7 @@ class Cascade:
     device: torch.device
     restrict_to_pancreas: bool = True
     calibration: LikelihoodCalibration | None = None
+    mirror: bool = True  # test-time mirroring in stage 2
 
     @classmethod
     def load(
@@ -68,6 +69,7 @@ class Cascade:
         *,
         stage1: torch.nn.Module | Any | None = None,
         restrict_to_pancreas: bool = True,
+        mirror: bool = True,
     ) -> Cascade:
         """Both networks from the registry; `stage1` may be replaced by an external pancreas model."""
         dev = torch.device(device)
@@ -93,7 +95,7 @@ class Cascade:
                 net.to(dev).eval()
         spec2 = StageSpec.from_dict(entry2.input_spec)
         calibration = LikelihoodCalibration.from_dict(entry2.calibration)
-        return cls(stage1, stage2, spec1, spec2, entries, dev, restrict_to_pancreas, calibration)
+        return cls(stage1, stage2, spec1, spec2, entries, dev, restrict_to_pancreas, calibration, mirror)
 
     def run(
         self,
@@ -140,7 +142,7 @@ class Cascade:
         network_input = normalise_hu(roi_hu)
         network_input[~mask] = 0.0
         probs, classifier = predict_stage2(
-            self.stage2, network_input, prior, mask, self.spec2.patch, self.device
+            self.stage2, network_input, prior, mask, self.spec2.patch, self.device, mirror=self.mirror
         )
         timings["stage2"] = time.perf_counter() - start
         progress("stage2", 1.0, f"PDAC classifier {classifier:.2f}")

@@ -88,6 +88,13 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help="keep tumour only within 10 mm of the predicted pancreas (default on)",
     )
     parser.add_argument(
+        "--mirror",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="test-time mirroring of the tumour network (average over the 4 in-plane mirrorings; about 4x "
+        "its time; default on)",
+    )
+    parser.add_argument(
         "--stage1-model",
         metavar="DIR|totalsegmentator",
         help="find the pancreas with an nnU-Net v2 model folder (plans.json, dataset.json, fold_*/) or with "
@@ -105,7 +112,11 @@ def load_models(args: argparse.Namespace) -> EngineModels:
 
         stage1 = load_external_stage1(args.stage1_model, device)
     return EngineModels.load(
-        device, heatmap=args.heatmap, stage1=stage1, restrict_to_pancreas=args.restrict_to_pancreas
+        device,
+        heatmap=args.heatmap,
+        stage1=stage1,
+        restrict_to_pancreas=args.restrict_to_pancreas,
+        mirror=args.mirror,
     )
 
 

@@ -75,3 +75,22 @@ def test_sliding_window_pads_inputs_smaller_than_the_patch():
     probs, _ = sliding_window(lambda w: (torch.cat([w, -w], 1), None), inputs, patch=(8, 16, 16))
     assert probs.shape == (2, 4, 10, 10)
     assert np.allclose(probs[0].numpy(), torch.sigmoid(2 * inputs[0]).numpy(), atol=1e-5)
+
+
+def test_mirrored_stage2_prediction_is_equivariant_to_mirroring_the_patient():
+    from PancreasAILib.cascade.predict import predict_stage2
+
+    torch.manual_seed(1)
+    net = MultiPhaseTumourNet(MultiPhaseConfig(channels=TINY, fpn_channels=8)).eval()
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(3, 12, 40, 36)).astype(np.float32)
+    prior = rng.uniform(size=(12, 40, 36)).astype(np.float32)
+    mask = np.array([True, True, False])
+    patch = (8, 32, 32)
+    plain, _ = predict_stage2(net, image, prior, mask, patch)
+    probs, pdac = predict_stage2(net, image, prior, mask, patch, mirror=True)
+    flipped, pdac_flipped = predict_stage2(net, image[..., ::-1], prior[..., ::-1], mask, patch, mirror=True)
+    np.testing.assert_allclose(flipped, probs[..., ::-1], atol=1e-5)
+    assert abs(pdac - pdac_flipped) < 1e-5
+    assert not np.allclose(plain, probs, atol=1e-3)  # an untrained network is far from symmetric
+    np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-5)
