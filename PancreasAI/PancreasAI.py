@@ -222,11 +222,13 @@ class PancreasAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.logTextEdit.clear()
         self.ui.progressBar.value = 0
         device = DEVICE_CHOICES[max(0, self.ui.deviceComboBox.currentIndex)]
+        pancreasModel = self.ui.pancreasModelPathLineEdit.currentPath.strip()
         try:
             self.logic.start_segmentation(
                 self.phaseNodes(),
                 device=device,
                 heatmap=self._parameterNode.computeHeatmap,
+                stage1_model=Path(pancreasModel) if pancreasModel else None,
                 on_progress=self._onProgress,
                 on_log=self._onLog,
                 on_done=self._onDone,

@@ -55,7 +55,12 @@ def engine_command(python: str, *args: str) -> list[str]:
 
 
 def segment_arguments(
-    phases: Mapping[str, Path], out_dir: Path, *, device: str = "auto", heatmap: bool = True
+    phases: Mapping[str, Path],
+    out_dir: Path,
+    *,
+    device: str = "auto",
+    heatmap: bool = True,
+    stage1_model: Path | None = None,
 ) -> list[str]:
     if not phases:
         raise ValueError("Choose at least one phase (arterial, venous or delayed).")
@@ -77,6 +82,8 @@ def segment_arguments(
         "--progress",
         "json",
     ]
+    if stage1_model is not None:  # the engine checks the folder and says what is wrong with it
+        args += ["--stage1-model", str(stage1_model)]
     return args
 
 

@@ -109,6 +109,7 @@ class PancreasAICore:
         *,
         device: str = "auto",
         heatmap: bool = True,
+        stage1_model: Path | None = None,
         on_progress: Callable[[ProgressEvent], None] | None = None,
         on_log: Callable[[str], None] | None = None,
         on_done: DoneCallback | None = None,
@@ -129,7 +130,9 @@ class PancreasAICore:
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
-        args = engine.segment_arguments(inputs, out_dir, device=device, heatmap=heatmap)
+        args = engine.segment_arguments(
+            inputs, out_dir, device=device, heatmap=heatmap, stage1_model=stage1_model
+        )
         self._start(args, work, out_dir, reference, run_name, on_progress, on_log, on_done)
 
     def start_demo(

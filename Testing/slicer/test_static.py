@@ -193,6 +193,10 @@ def test_engine_command_lines(tmp_path) -> None:
         "--progress",
         "json",
     ]
+    with_model = engine.segment_arguments(
+        {"venous": tmp_path / "v.nii.gz"}, tmp_path / "out", stage1_model=tmp_path / "nnunet"
+    )
+    assert with_model[-2:] == ["--stage1-model", str(tmp_path / "nnunet")]
     with pytest.raises(ValueError):
         engine.segment_arguments({}, tmp_path)
     with pytest.raises(ValueError):
