@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 SUBSETS = [
@@ -38,8 +40,8 @@ COLUMNS = [
 ]
 
 
-def run(cmd: list[str]) -> None:
-    done = subprocess.run(cmd, capture_output=True, text=True)
+def run(cmd: list[str], env: dict[str, str] | None = None) -> None:
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
 
@@ -54,10 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--subsets", nargs="+", default=SUBSETS)
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--jobs", type=int, default=1, help="subsets segmented at once (cores are shared)")
     args = parser.parse_args(argv)
     exe = str(Path(sys.executable).with_name("pancreasai"))
-    rows = {}
-    for subset in args.subsets:
+    env = dict(os.environ)
+    if args.jobs > 1:  # share the cores instead of oversubscribing them
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 2) // args.jobs))
+
+    def one(subset: str) -> dict:
         pred = args.out / subset.replace(",", "+")
         if not (pred / "batch.json").is_file():
             run(
@@ -74,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                     "--progress",
                     "none",
                     "--overwrite",
-                ]
+                ],
+                env,
             )
         result_file = pred / "evaluation.json"
         run(
@@ -89,10 +96,14 @@ def main(argv: list[str] | None = None) -> int:
                 str(args.bootstrap),
                 "--json-out",
                 str(result_file),
-            ]
+            ],
+            env,
         )
-        rows[subset] = json.loads(result_file.read_text())
         print(f"done {subset}", file=sys.stderr)
+        return json.loads(result_file.read_text())
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        rows = dict(zip(args.subsets, pool.map(one, args.subsets), strict=True))
     first = next(iter(rows.values()))
     print(f"{first['cases']} held-out cases ({first['with_tumour']} with tumour); mean [95% bootstrap CI]")
     print(f"{'phases':<26}" + "".join(f"{title:>22}" for _, title in COLUMNS))
