@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     exe = str(Path(sys.executable).with_name("pancreasai"))
     env = dict(os.environ)
     if args.jobs > 1:  # share the cores instead of oversubscribing them
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 2) // args.jobs))
+        threads = str(max(1, (os.cpu_count() or 2) // args.jobs))
+        env.update(OMP_NUM_THREADS=threads, ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=threads)
 
     def one(subset: str) -> dict:
         pred = args.out / subset.replace(",", "+")
