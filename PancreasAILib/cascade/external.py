@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from PancreasAILib.cascade.sliding import sliding_window
 from PancreasAILib.cascade.spec import StageSpec
 from PancreasAILib.errors import InputError
 from PancreasAILib.models.nnunet_arch import NnUNetArchitecture, PlainConvUNet
-from PancreasAILib.models.registry import ModelEntry
+from PancreasAILib.models.registry import ModelEntry, sha256_of
 from PancreasAILib.phases import PHASE_ORDER
 
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_best.pth")
@@ -45,7 +46,7 @@ def _safe_load(path: Path) -> dict:
     with torch.serialization.safe_globals(allowed):
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # the unpickler raises several types; all mean "not a loadable checkpoint"
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as error:
             raise InputError(
                 f"{path} could not be read as a weights-only nnU-Net checkpoint ({type(error).__name__}: {error}).",
                 "Use a checkpoint written by nnU-Net v2 (fold_N/checkpoint_final.pth).",
@@ -128,7 +129,7 @@ class NnUNetStage1:
                     "Only nnU-Net's default plain U-Net is supported as stage 1.",
                 ) from error
             networks.append(net.to(device).eval())
-            digest.update(path.read_bytes())
+            digest.update(sha256_of(path).encode())  # chunked, not the whole checkpoint in memory again
         transpose = tuple(int(v) for v in plans.get("transpose_forward", (0, 1, 2)))
         spacing_t = [float(v) for v in config["spacing"]]
         spacing_zyx = [0.0, 0.0, 0.0]

@@ -48,18 +48,6 @@ def crop_start(
     return np.round(centre - patch / 2).astype(int)
 
 
-def patch_centre(
-    shape: Sequence[int],
-    patch: Sequence[int],
-    centre: Sequence[float] | None,
-    rng: np.random.Generator,
-    jitter: float = 0.35,
-) -> np.ndarray:
-    """Voxel centre of a `patch` box: around `centre` (with jitter) or anywhere when None."""
-    start = crop_start(shape, patch, centre, rng, jitter)
-    return start + (np.asarray(patch) - 1) / 2.0
-
-
 @dataclass(frozen=True)
 class SpatialDraw:
     """One random in-plane rotation and per-axis scaling, as a matrix from patch to array voxels."""

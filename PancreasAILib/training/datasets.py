@@ -21,7 +21,6 @@ from PancreasAILib.training.augment import (
     degrade_prior,
     drop_phases,
     mirror,
-    patch_centre,
     spatial_patch,
     take_patch,
 )
@@ -99,13 +98,13 @@ class PatchSampler:
             centre = gland[rng.integers(len(gland))]
         else:
             centre = None
+        start = crop_start(label.shape, self.patch, centre, rng)
         if rng.uniform() < self.spatial:
-            draw, middle = SpatialDraw.draw(rng), patch_centre(label.shape, self.patch, centre, rng)
+            draw, middle = SpatialDraw.draw(rng), start + (np.asarray(self.patch) - 1) / 2.0
 
             def cut(array: np.ndarray, fill: float, order: int) -> np.ndarray:
                 return spatial_patch(array, middle, self.patch, draw, fill, order)
         else:
-            start = crop_start(label.shape, self.patch, centre, rng)
 
             def cut(array: np.ndarray, fill: float, order: int) -> np.ndarray:
                 return take_patch(array, start, self.patch, fill)
