@@ -122,6 +122,7 @@ def slice_accuracy(model: AnomalyModel, cases: Sequence[CachedCase]) -> dict[str
             batch.x.to(model.device),
             torch.zeros(len(labels), dtype=torch.long, device=model.device),
             pm.to(model.device),
+            batch.region.to(model.device),
         ).cpu()
         correct += int(((logits > 0) == labels).sum())
         total += len(labels)

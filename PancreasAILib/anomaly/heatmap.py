@@ -14,6 +14,7 @@ noise stretched to 1 — a fixed threshold then means the same thing in every ca
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,13 +104,14 @@ class AnomalyModel:
         steps: int,
         encoding: str = "ddim",
         seed: int = 0,
+        region: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Encode (N, P, H, W) to `noise_level` and decode it with guidance; batched in chunks.
 
         `encoding`: "ddim" (deterministic inversion, the reference) or "noise" (the forward process
         q(x_L | x_0) with seeded Gaussian noise: no encoder passes, and the noise hides the lesion
         from the healthy-only denoiser instead of encoding it, so decoding heals it even without
-        guidance).
+        guidance). `region` (N, 1, H, W): the dilated pancreas, for a classifier that takes it.
         """
         ts = strided_timesteps(noise_level, steps)
         gen = torch.Generator().manual_seed(int(seed))
@@ -126,9 +128,14 @@ class AnomalyModel:
             else:
                 raise ValueError(f"Unknown encoding {encoding!r} (ddim or noise).")
             smooth = float(self.defaults.get("grad_smooth_mm", 0.0)) / self.spec.model_spacing_mm
-            out.append(
-                ddim_decode(self.ddpm, x_l, pm, self.alpha_bar, ts, self.classifier, guidance, smooth).cpu()
-            )
+            guide = self.classifier
+            if self.classifier.config.region_input:
+                if region is None:
+                    raise ValueError("This classifier needs the dilated pancreas region.")
+                guide = functools.partial(
+                    self.classifier, region=region[i : i + self.max_batch].to(self.device)
+                )
+            out.append(ddim_decode(self.ddpm, x_l, pm, self.alpha_bar, ts, guide, guidance, smooth).cpu())
         return torch.cat(out)
 
     def heatmap(
@@ -181,7 +188,7 @@ class AnomalyModel:
                 np.zeros(roi_hu.shape[1:], np.float32), passes, time.perf_counter() - start, settings
             )
         pm = batch.phase_mask.float()[None].expand(batch.x.shape[0], -1)
-        recon = self.reconstruct(batch.x, pm, noise_level, guidance, steps, encoding, seed)
+        recon = self.reconstruct(batch.x, pm, noise_level, guidance, steps, encoding, seed, batch.region)
         keep = pm[:, :, None, None]
         diff = ((batch.x - recon).abs() * keep).sum(dim=1, keepdim=True) / keep.sum(dim=1, keepdim=True)
         diff = gaussian_blur2d(diff, self.defaults["smooth_mm"] / self.spec.model_spacing_mm)[:, 0]

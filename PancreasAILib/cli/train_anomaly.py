@@ -95,6 +95,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="C",
         help=f"classifier width (default {NoiseClassifierConfig.base})",
     )
+    parser.add_argument(
+        "--classifier-region",
+        action="store_true",
+        help="give the classifier the dilated pancreas as an input plane and pool its logits only over it "
+        "(the guidance then acts inside the gland; the region comes from the mask, never the tumour)",
+    )
     parser.add_argument("--t-max", type=int, default=500, help="largest denoiser training timestep (500)")
     parser.add_argument(
         "--classifier-t-max",
@@ -167,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads,
             device=args.device,
             ddpm=DDPMConfig(base=args.ddpm_base, mults=tuple(args.ddpm_mults)),
-            classifier=NoiseClassifierConfig(base=args.classifier_base),
+            classifier=NoiseClassifierConfig(base=args.classifier_base, region_input=args.classifier_region),
             preprocess=spec,
             t_max=args.t_max if which == "ddpm" else args.classifier_t_max,
             p_all_phases=args.p_all_phases,

@@ -180,8 +180,9 @@ class SliceBank:
 
     def crop(
         self, rng: np.random.Generator, size: int, from_positive: bool = False
-    ) -> tuple[np.ndarray, int]:
-        """One (3, size, size) crop and its count of tumour pixels (the source of image-level labels).
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """One (3, size, size) crop, its (size, size) dilated-pancreas region and its count of tumour
+        pixels (the source of image-level labels).
 
         `from_positive`: take the slice from those with tumour (to balance the classifier's classes).
         """
@@ -195,32 +196,38 @@ class SliceBank:
         pad = ((0, 0), (max(0, -y0), max(0, y0 + size - h)), (max(0, -x0), max(0, x0 + size - w)))
         if any(p for pair in pad for p in pair):
             image = np.pad(image, pad, mode="edge")
+            region = np.pad(region, pad[1:], mode="constant")
             tumour = np.pad(tumour, pad[1:], mode="constant")
             y0, x0 = y0 + pad[1][0], x0 + pad[2][0]
-        crop = image[:, y0 : y0 + size, x0 : x0 + size]
-        return crop.astype(np.float32), int(tumour[y0 : y0 + size, x0 : x0 + size].sum())
+        window = (slice(y0, y0 + size), slice(x0, x0 + size))
+        crop = image[:, window[0], window[1]]
+        return crop.astype(np.float32), region[window].astype(np.float32), int(tumour[window].sum())
 
     def healthy_batch(self, rng: np.random.Generator, n: int, size: int) -> np.ndarray:
         """Crops without a single tumour pixel (the denoiser learns the healthy appearance only)."""
         crops: list[np.ndarray] = []
         while len(crops) < n:
-            crop, tumour_px = self.crop(rng, size)
+            crop, _, tumour_px = self.crop(rng, size)
             if tumour_px == 0:
                 crops.append(crop)
         return np.stack(crops)
 
-    def labelled_batch(self, rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Half tumour crops (>= min_tumour_px), half tumour-free; image-level labels 1/0."""
-        crops, labels = [], []
+    def labelled_batch(
+        self, rng: np.random.Generator, n: int, size: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Half tumour crops (>= min_tumour_px), half tumour-free: crops, regions (n, 1, size, size)
+        and image-level labels 1/0."""
+        crops, regions, labels = [], [], []
         for i in range(n):
             want = i % 2 == 0
             for _ in range(50):
-                crop, tumour_px = self.crop(rng, size, from_positive=want)
+                crop, region, tumour_px = self.crop(rng, size, from_positive=want)
                 if (tumour_px >= self.spec.min_tumour_px) if want else tumour_px == 0:
                     break
             crops.append(crop)
+            regions.append(region[None])
             labels.append(float(tumour_px >= self.spec.min_tumour_px))
-        return np.stack(crops), np.asarray(labels, dtype=np.float32)
+        return np.stack(crops), np.stack(regions), np.asarray(labels, dtype=np.float32)
 
 
 def random_phase_mask(rng: np.random.Generator, n: int, p_all: float = 0.4) -> np.ndarray:

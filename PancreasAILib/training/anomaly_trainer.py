@@ -94,10 +94,11 @@ def _loss(model, cfg: TrainConfig, bank: SliceBank, alpha_bar: torch.Tensor, it:
     size = cfg.preprocess.crop_px
     if cfg.model == "ddpm":
         x0 = torch.from_numpy(bank.healthy_batch(rng, cfg.batch, size))
-        labels = None
+        labels = region = None
     else:
-        crops, lab = bank.labelled_batch(rng, cfg.batch, size)
+        crops, regions, lab = bank.labelled_batch(rng, cfg.batch, size)
         x0, labels = torch.from_numpy(crops), torch.from_numpy(lab)
+        region = torch.from_numpy(regions).to(alpha_bar.device) if cfg.classifier.region_input else None
     mask = torch.from_numpy(random_phase_mask(rng, cfg.batch, cfg.p_all_phases)).float()
     t = torch.randint(0, cfg.t_max, (cfg.batch,), generator=gen)
     noise = torch.randn(x0.shape, generator=gen)
@@ -110,7 +111,7 @@ def _loss(model, cfg: TrainConfig, bank: SliceBank, alpha_bar: torch.Tensor, it:
     if cfg.model == "ddpm":
         err = (model(xt, t, mask) - noise) ** 2 * keep
         return err.sum() / (keep.sum() * x0.shape[-1] * x0.shape[-2])
-    return F.binary_cross_entropy_with_logits(model(xt, t, mask), labels)
+    return F.binary_cross_entropy_with_logits(model(xt, t, mask, region), labels)
 
 
 def train_anomaly_model(cfg: TrainConfig, bank: SliceBank, log=print) -> TrainResult:

@@ -28,6 +28,7 @@ from PancreasAILib.models.multiphase import MultiPhaseConfig, MultiPhaseTumourNe
 from PancreasAILib.models.registry import save_weights
 from PancreasAILib.models.unet import CoarseUNet, CoarseUNetConfig
 from PancreasAILib.progress import ProgressCallback, null_progress
+from PancreasAILib.training.augment import validation_prior
 from PancreasAILib.training.datasets import PatchSampler, cached_names
 from PancreasAILib.training.losses import SegmentationLoss, classification_loss
 from PancreasAILib.training.preprocess import load_case
@@ -86,7 +87,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def validate(net: nn.Module, cases: list[dict], stage: int, spec: StageSpec, device: str) -> dict[str, float]:
-    """Dice on whole validation volumes (stage 1: the scan; stage 2: the box, with the undegraded prior)."""
+    """Dice on whole validation volumes (stage 1: the scan; stage 2: the box, with a coarse prior)."""
     scores: dict[str, list[float]] = {}
     for case in cases:
         if stage == 1:
@@ -96,9 +97,8 @@ def validate(net: nn.Module, cases: list[dict], stage: int, spec: StageSpec, dev
             for name, mask in (("all", case["phase_mask"]), ("venous", np.array([False, True, False]))):
                 image = normalise_hu(case["s2_image"])
                 image[~mask] = 0.0
-                probs, pdac = predict_stage2(
-                    net, image, case["s2_prior"].astype(np.float32), mask, spec.patch, device
-                )
+                prior = validation_prior(case["s2_prior"])
+                probs, pdac = predict_stage2(net, image, prior, mask, spec.patch, device)
                 label = probs.argmax(axis=0)
                 truth = case["s2_label"]
                 scores.setdefault(f"gland_dice_{name}", []).append(dice(label > 0, truth > 0))

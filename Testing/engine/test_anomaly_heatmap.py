@@ -8,6 +8,7 @@ weights on held-out anatomy runs only when those weights and ../shared/data are 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -50,18 +51,18 @@ def phantom_roi(shape=(12, 60, 80), seed: int = 0) -> tuple[np.ndarray, np.ndarr
     return roi, labels, labels > 0
 
 
-def tiny_networks(seed: int = 0) -> tuple[TinyUNet, NoiseClassifier]:
+def tiny_networks(seed: int = 0, region_input: bool = False) -> tuple[TinyUNet, NoiseClassifier]:
     torch.manual_seed(seed)
     ddpm = TinyUNet(DDPMConfig(base=8, mults=(1, 2), emb=16))
     for p in ddpm.parameters():  # zero-initialised output layers would make every map zero
         p.data.add_(0.05 * torch.randn_like(p))
-    return ddpm, NoiseClassifier(NoiseClassifierConfig(base=8, mults=(1, 2), emb=16))
+    return ddpm, NoiseClassifier(
+        NoiseClassifierConfig(base=8, mults=(1, 2), emb=16, region_input=region_input)
+    )
 
 
-@pytest.fixture()
-def registry_root(tmp_path: Path) -> Path:
-    """A temporary Resources/models with tiny random anomaly networks registered."""
-    ddpm, clf = tiny_networks()
+def make_registry(tmp_path: Path, region_input: bool = False) -> Path:
+    ddpm, clf = tiny_networks(region_input=region_input)
     cfg = TrainConfig(model="ddpm", out_dir=tmp_path, ddpm=ddpm.config, classifier=clf.config, t_max=300)
     record = {**cfg.record(), "iterations_done": 0}
     root = tmp_path / "models"
@@ -69,6 +70,41 @@ def registry_root(tmp_path: Path) -> Path:
         weights = save_weights(net.state_dict(), tmp_path / f"{which}.safetensors")
         register_anomaly_weights(which, weights, record, version="test", card={"note": "test"}, root=root)
     return root
+
+
+@pytest.fixture()
+def registry_root(tmp_path: Path) -> Path:
+    """A temporary Resources/models with tiny random anomaly networks registered."""
+    return make_registry(tmp_path)
+
+
+def test_region_classifier_pools_only_over_the_region():
+    torch.manual_seed(0)
+    config = NoiseClassifierConfig(base=8, mults=(1, 2), emb=16, region_input=True)
+    clf = NoiseClassifier(config).eval()
+    x, t, pm = torch.randn(2, 3, 32, 32), torch.zeros(2, dtype=torch.long), torch.ones(2, 3)
+    region = torch.zeros(2, 1, 32, 32)
+    region[:, :, :16, :16] = 1  # the top-left quadrant: 4 x 4 of the 8 x 8 logit cells (stride 4)
+    with pytest.raises(ValueError, match="region"):
+        clf(x, t, pm)
+    logits = clf.logit_map(x, t, pm, region)
+    r = config.pool_sharpness
+    expected = (torch.logsumexp(r * logits[:, 0, :4, :4].flatten(1), dim=1) - math.log(16)) / r
+    assert torch.allclose(clf(x, t, pm, region), expected, atol=1e-5)
+    everywhere = (torch.logsumexp(r * logits.flatten(1), dim=1) - math.log(64)) / r
+    assert not torch.allclose(expected, everywhere, atol=1e-4)
+    # no region pixel at all: pool over every cell rather than return -inf
+    empty = clf(x, t, pm, torch.zeros_like(region))
+    assert torch.isfinite(empty).all()
+
+
+def test_heatmap_with_a_region_classifier(tmp_path):
+    model = AnomalyModel.load(root=make_registry(tmp_path, region_input=True))
+    assert model.classifier.config.region_input
+    roi, _, mask = phantom_roi()
+    heat = model.heatmap(roi, np.ones(3, bool), mask, SPACING, noise_level=100, guidance=4.0, steps=4).heatmap
+    assert heat.shape == mask.shape and 0 < heat.max() <= 1
+    assert heat[~dilate_mm(mask, SPACING, model.spec.dilation_mm)].max() == 0
 
 
 def test_dilate_mm_is_physical():

@@ -59,16 +59,20 @@ def test_slice_bank_gives_image_level_labels(tmp_path):
     bank = SliceBank(write_fake_cases(tmp_path / "cache"), PreprocessSpec())
     assert len(bank) > 0 and 0 < bank.positive_fraction < 1
     rng = np.random.default_rng(0)
-    crop, tumour_px = bank.crop(rng, 64)
+    crop, region, tumour_px = bank.crop(rng, 64)
     assert crop.shape == (3, 64, 64) and crop.dtype == np.float32 and tumour_px >= 0
-    crops, labels = bank.labelled_batch(rng, 8, 64)
+    assert region.shape == (64, 64) and region[32, 32] == 1  # crops are centred on a region pixel
+    crops, regions, labels = bank.labelled_batch(rng, 8, 64)
     assert crops.shape == (8, 3, 64, 64) and labels.tolist() == [1, 0] * 4
+    assert regions.shape == (8, 1, 64, 64) and set(np.unique(regions)) <= {0.0, 1.0}
     assert bank.healthy_batch(rng, 4, 64).shape == (4, 3, 64, 64)
 
 
-@pytest.mark.parametrize("which", ["ddpm", "classifier"])
+@pytest.mark.parametrize("which", ["ddpm", "classifier", "classifier-region"])
 def test_trainer_checkpoints_and_resumes(tmp_path, which):
     bank = SliceBank(write_fake_cases(tmp_path / "cache"), PreprocessSpec())
+    region_input = which == "classifier-region"
+    which = which.removesuffix("-region")
     cfg = TrainConfig(
         model=which,
         out_dir=tmp_path / "run",
@@ -76,7 +80,7 @@ def test_trainer_checkpoints_and_resumes(tmp_path, which):
         batch=4,
         log_every=1,
         ddpm=DDPMConfig(base=8, mults=(1, 2), emb=16),
-        classifier=NoiseClassifierConfig(base=8, mults=(1, 2), emb=16),
+        classifier=NoiseClassifierConfig(base=8, mults=(1, 2), emb=16, region_input=region_input),
     )
     first = train_anomaly_model(cfg, bank, log=lambda m: None)
     assert first.iterations == 3 and np.isfinite(first.final_loss)

@@ -17,7 +17,13 @@ from safetensors.torch import load_file
 from PancreasAILib.cli.main import main
 from PancreasAILib.corrections import write_correction_record
 from PancreasAILib.models.registry import get_entry
-from PancreasAILib.training.augment import SpatialDraw, spatial_patch, take_patch
+from PancreasAILib.training.augment import (
+    SpatialDraw,
+    degrade_prior,
+    spatial_patch,
+    take_patch,
+    validation_prior,
+)
 from PancreasAILib.training.datasets import PatchSampler, load_cache
 from PancreasAILib.training.preprocess import preprocess_case, save_case
 from PancreasAILib.training.trainer import TrainConfig, Trainer, default_spec
@@ -110,6 +116,23 @@ def test_sampler_with_spatial_augmentation_keeps_prior_and_tumour_together(cache
     assert (label == 2).sum() > 0
     # the true gland prior follows the gland through the same transform
     assert prior[label > 0].mean() > prior[label == 0].mean() + 0.2
+
+
+def test_degraded_priors_grow_shrink_cut_and_vanish():
+    """Stage 2 must not learn to copy the prior: training shows it too large, too small, cut or absent."""
+    prior = np.zeros((12, 48, 48), np.float32)
+    prior[3:9, 14:34, 10:38] = 1.0
+    rng = np.random.default_rng(0)
+    out = [degrade_prior(prior, rng) for _ in range(300)]
+    assert all(o.shape == prior.shape and o.dtype == np.float32 and 0 <= o.min() <= o.max() <= 1 for o in out)
+    support = np.array([(o > 0.5).sum() / prior.sum() for o in out])
+    absent = np.array([o.max() == 0 for o in out])
+    assert 0.12 < absent.mean() < 0.3
+    assert (support[~absent] > 1.3).mean() > 0.15  # grown by several mm
+    assert (support[~absent] < 0.6).mean() > 0.05  # shrunk or cut
+    grown = validation_prior(prior)
+    assert grown.max() == pytest.approx(1.0) and (grown > 0.5).sum() > 1.2 * prior.sum()
+    assert (grown[prior > 0] > 0.8).all()  # the validation prior still covers the whole gland
 
 
 def test_training_checkpoints_and_resumes(cache, tmp_path):
