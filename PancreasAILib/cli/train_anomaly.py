@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from PancreasAILib.training.anomaly_trainer import TrainConfig, train_anomaly_model
 
-    command = "pancreasai train anomaly " + " ".join(sys.argv[1:]) if sys.argv else ""
+    command = "pancreasai " + " ".join(sys.argv[1:]) if sys.argv else ""
     spec = PreprocessSpec()
     cache = args.cache / "train"
     start = time.time()
