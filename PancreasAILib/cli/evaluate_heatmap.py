@@ -24,6 +24,22 @@ def _setting(text: str):
     )
 
 
+def parse_part(text: str) -> tuple[int, int]:
+    """K/N with 1 <= K <= N (rows K, K + N, ... of the table)."""
+    from PancreasAILib.errors import InputError
+
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        k, n = 0, 0
+    if not 1 <= k <= n:
+        raise InputError(
+            f"--part {text!r} is not K/N with 1 <= K <= N.",
+            "Use e.g. --part 1/2 and --part 2/2 (K counts from 1).",
+        )
+    return k, n
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--anatomy",
@@ -112,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         f"{accuracy['slices']} slices ({accuracy['tumour_slices']} with tumour)",
         flush=True,
     )
-    k, n = (int(v) for v in args.part.split("/"))
+    k, n = parse_part(args.part)
     grid = (args.setting or default_grid(model.defaults))[k - 1 :: n]
     rows = run_grid(model, cases, grid, threshold, log=lambda m: print(m, flush=True))
     table = format_table(rows, threshold)

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from PancreasAILib.anomaly.preprocess import PreprocessSpec
+from PancreasAILib.errors import InputError
 from PancreasAILib.models.ddpm import DDPMConfig
 from PancreasAILib.models.noise_classifier import NoiseClassifierConfig
 from PancreasAILib.training.anomaly_data import (
@@ -108,6 +109,10 @@ def test_cli_arguments_parse():
     evaluate_heatmap.add_arguments(parser)
     args = parser.parse_args(["--setting", "250:8:10:v", "--setting", "150:0:5"])
     assert [s.phases for s in args.setting] == ["v", "avd"] and args.setting[1].guidance == 0.0
+    assert evaluate_heatmap.parse_part("2/3") == (2, 3)
+    for bad in ("0/2", "3/2", "x"):  # K counts from 1: "0/2" used to run the last row only
+        with pytest.raises(InputError, match="--part"):
+            evaluate_heatmap.parse_part(bad)
 
 
 @pytest.mark.shared
