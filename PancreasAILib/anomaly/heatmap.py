@@ -128,13 +128,10 @@ class AnomalyModel:
             else:
                 raise ValueError(f"Unknown encoding {encoding!r} (ddim or noise).")
             smooth = float(self.defaults.get("grad_smooth_mm", 0.0)) / self.spec.model_spacing_mm
+            # a classifier without region input ignores it; one with it raises when it is missing
             guide = self.classifier
-            if self.classifier.config.region_input:
-                if region is None:
-                    raise ValueError("This classifier needs the dilated pancreas region.")
-                guide = functools.partial(
-                    self.classifier, region=region[i : i + self.max_batch].to(self.device)
-                )
+            if region is not None:
+                guide = functools.partial(guide, region=region[i : i + self.max_batch].to(self.device))
             out.append(ddim_decode(self.ddpm, x_l, pm, self.alpha_bar, ts, guide, guidance, smooth).cpu())
         return torch.cat(out)
 

@@ -53,10 +53,8 @@ def read_cases(pred_root: Path, gt_root: Path) -> list[CalibrationCase]:
         head = report.get("pdac_classifier_probability")
         if report.get("segmentation_status") != "done" or head is None:
             continue  # no pancreas (or a report older than schema 1.1): nothing to calibrate on
-        truth_image = sitk.ReadImage(str(_truth_path(gt_root, report_file.parent.name)))
-        has_tumour = bool(
-            (sitk.GetArrayViewFromImage(truth_image) == 2).any()
-        )  # the view needs the image alive
+        truth = sitk.GetArrayFromImage(sitk.ReadImage(str(_truth_path(gt_root, report_file.parent.name))))
+        has_tumour = bool((truth == 2).any())
         strongest = max((lesion["confidence"] for lesion in report.get("lesions", [])), default=0.0)
         version = next((m["version"] for m in report.get("models", []) if m["name"] == "stage2_tumour"), None)
         cases.append(

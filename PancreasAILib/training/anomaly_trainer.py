@@ -98,13 +98,14 @@ def _loss(model, cfg: TrainConfig, bank: SliceBank, alpha_bar: torch.Tensor, it:
     else:
         crops, regions, lab = bank.labelled_batch(rng, cfg.batch, size)
         x0, labels = torch.from_numpy(crops), torch.from_numpy(lab)
-        region = torch.from_numpy(regions).to(alpha_bar.device) if cfg.classifier.region_input else None
+        region = torch.from_numpy(regions) if cfg.classifier.region_input else None
     mask = torch.from_numpy(random_phase_mask(rng, cfg.batch, cfg.p_all_phases)).float()
     t = torch.randint(0, cfg.t_max, (cfg.batch,), generator=gen)
     noise = torch.randn(x0.shape, generator=gen)
     dev = alpha_bar.device
     x0, mask, t, noise = x0.to(dev), mask.to(dev), t.to(dev), noise.to(dev)
     labels = labels.to(dev) if labels is not None else None
+    region = region.to(dev) if region is not None else None
     keep = mask[:, :, None, None]
     x0, noise = x0 * keep, noise * keep
     xt = q_sample(x0, t, noise, alpha_bar) * keep

@@ -94,10 +94,10 @@ def validate(net: nn.Module, cases: list[dict], stage: int, spec: StageSpec, dev
             prob = predict_stage1(net, normalise_hu(case["s1_image"]), case["phase_mask"], spec.patch, device)
             scores.setdefault("gland_dice", []).append(dice(prob >= 0.5, case["s1_label"] > 0))
         else:
+            prior = validation_prior(case["s2_prior"])  # once per case, for both phase sets
             for name, mask in (("all", case["phase_mask"]), ("venous", np.array([False, True, False]))):
                 image = normalise_hu(case["s2_image"])
                 image[~mask] = 0.0
-                prior = validation_prior(case["s2_prior"])
                 probs, pdac = predict_stage2(net, image, prior, mask, spec.patch, device)
                 label = probs.argmax(axis=0)
                 truth = case["s2_label"]
