@@ -45,7 +45,7 @@ def calibrate_and_record(
     anatomy: Path,
     cache: Path,
     seed: int = 2001,
-    cases: int = 8,
+    cases: int = 16,
     guidances: tuple[float, ...] = (10.0, 30.0, 100.0, 300.0, 1000.0),
     smooth_mm: float = 4.0,
     base: Setting | None = None,

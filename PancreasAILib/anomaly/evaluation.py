@@ -10,7 +10,7 @@ the per-slice accuracy of the classifier on clean slices (image-level labels).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -55,24 +55,68 @@ class Row:
     dice_mean: float
     seconds_per_case: float
     passes_per_slice: int
+    per_case: list[dict] = field(default_factory=list)  # anatomy, tumour_ml, auroc, dice of each case
 
     def to_dict(self) -> dict:
         return {**asdict(self.setting), **{k: v for k, v in asdict(self).items() if k != "setting"}}
+
+
+# PDAC volume quartiles of 20 annotated PANORAMA cases (../shared/data/README.md): the size classes
+# a synthetic tumour set is drawn from, so the heatmap's figures can be read per class.
+SIZE_CLASS_EDGES_ML = (4.0, 6.7, 15.4)
+
+
+def size_class(tumour_ml: float) -> str:
+    lo = 0.0
+    for hi in SIZE_CLASS_EDGES_ML:
+        if tumour_ml < hi:
+            return f"{lo:g}-{hi:g} mL"
+        lo = hi
+    return f">= {lo:g} mL"
+
+
+def by_size_class(row: Row) -> list[dict]:
+    """Mean AUROC and Dice of the row's tumour cases per PDAC size class (smallest first).
+
+    Small, faint lesions are where a weakly supervised map fails first; a mean over all cases hides that.
+    """
+    order = [size_class(v) for v in (0.0, *SIZE_CLASS_EDGES_ML)]
+    groups: dict[str, list[dict]] = {}
+    for case in row.per_case:
+        groups.setdefault(size_class(case["tumour_ml"]), []).append(case)
+    return [
+        {
+            "size": name,
+            "cases": len(groups[name]),
+            "auroc_mean": float(np.nanmean([c["auroc"] for c in groups[name]])),
+            "dice_mean": float(np.mean([c["dice"] for c in groups[name]])),
+        }
+        for name in order
+        if name in groups
+    ]
+
+
+def format_size_table(row: Row) -> str:
+    lines = ["| tumour volume | cases | AUROC (mean) | Dice |", "|---|---|---|---|"]
+    lines += [
+        f"| {g['size']} | {g['cases']} | {g['auroc_mean']:.3f} | {g['dice_mean']:.3f} |"
+        for g in by_size_class(row)
+    ]
+    return "\n".join(lines)
 
 
 def raw_maps(
     model: AnomalyModel,
     cases: Sequence[CachedCase],
     setting: Setting,
-    spacing_zyx: tuple[float, float, float] = (3.0, 1.5, 1.5),
 ) -> list:
-    """HeatmapResults of every case for one setting."""
+    """HeatmapResults of every case for one setting, each on its own cached grid."""
     return [
         model.heatmap(
             c.roi_hu,
             setting.phase_mask(),
             c.labels > 0,
-            spacing_zyx,
+            c.spacing_zyx,
             noise_level=setting.noise_level,
             guidance=setting.guidance,
             steps=setting.steps,
@@ -88,6 +132,16 @@ def evaluate_setting(
     results = raw_maps(model, cases, setting)
     per_case = [case_metrics(r.heatmap, c.labels, threshold) for r, c in zip(results, cases, strict=True)]
     tumour_cases = [m for m, c in zip(per_case, cases, strict=True) if (c.labels == 2).any()]
+    details = [
+        {
+            "anatomy": c.meta.get("anatomy", ""),
+            "tumour_ml": round(float((c.labels == 2).sum()) * float(np.prod(c.spacing_zyx)) / 1000.0, 2),
+            "auroc": round(m["auroc"], 4),
+            "dice": round(m["dice"], 4),
+        }
+        for m, c in zip(per_case, cases, strict=True)
+        if (c.labels == 2).any()
+    ]
     scores = np.concatenate([r.heatmap[c.labels > 0] for r, c in zip(results, cases, strict=True)])
     truth = np.concatenate([c.labels[c.labels > 0] == 2 for c in cases])
     return Row(
@@ -98,6 +152,7 @@ def evaluate_setting(
         dice_mean=float(np.mean([m["dice"] for m in tumour_cases])),
         seconds_per_case=float(np.mean([r.seconds for r in results])),
         passes_per_slice=results[0].passes_per_slice,
+        per_case=details,
     )
 
 
@@ -110,7 +165,7 @@ def slice_accuracy(model: AnomalyModel, cases: Sequence[CachedCase]) -> dict[str
             case.roi_hu,
             np.ones(3, bool),
             case.labels > 0,
-            (3.0, 1.5, 1.5),
+            case.spacing_zyx,
             model.spec,
             extra=(case.labels == 2).astype(np.float32),
         )

@@ -97,7 +97,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from PancreasAILib.anomaly.evaluation import default_grid, format_table, run_grid, slice_accuracy
+    from PancreasAILib.anomaly.evaluation import (
+        by_size_class,
+        default_grid,
+        format_size_table,
+        format_table,
+        run_grid,
+        slice_accuracy,
+    )
     from PancreasAILib.anomaly.heatmap import AnomalyModel
     from PancreasAILib.training.anomaly_data import CacheSpec, build_cache, list_cases, load_cached_case
 
@@ -132,6 +139,12 @@ def run(args: argparse.Namespace) -> int:
     grid = (args.setting or default_grid(model.defaults))[k - 1 :: n]
     rows = run_grid(model, cases, grid, threshold, log=lambda m: print(m, flush=True))
     table = format_table(rows, threshold)
+    if rows:  # the first row's cases by PDAC size class: where the map fails first
+        first = rows[0].setting
+        table += (
+            f"\n\nBy tumour volume (L={first.noise_level} S={first.guidance:g} steps={first.steps} "
+            f"phases={first.phases}):\n\n" + format_size_table(rows[0])
+        )
     print(table)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -143,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
             "models": model.info,
             "classifier": accuracy,
             "rows": [r.to_dict() for r in rows],
+            "by_size_class": by_size_class(rows[0]) if rows else [],
         }
         (args.out / "rows.json").write_text(json.dumps(body, indent=2) + "\n")
     return 0

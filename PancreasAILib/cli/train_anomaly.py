@@ -128,6 +128,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="after training, fit the heatmap's normalisation floor and threshold on "
         "validation cases from the training anatomy and record them with the weights",
     )
+    parser.add_argument(
+        "--calibration-cases",
+        type=int,
+        default=16,
+        metavar="N",
+        help="validation cases for --calibrate (16; made from the training anatomy with seed + 2000)",
+    )
     parser.add_argument("--version-tag", default="0.1.0", help="version recorded in the manifest (0.1.0)")
 
 
@@ -198,5 +205,7 @@ def run(args: argparse.Namespace) -> int:
     if args.calibrate:
         from PancreasAILib.anomaly.calibrate import calibrate_and_record
 
-        calibrate_and_record(args.anatomy, args.cache / "val", seed=args.seed + 2000, log=print)
+        calibrate_and_record(
+            args.anatomy, args.cache / "val", seed=args.seed + 2000, cases=args.calibration_cases, log=print
+        )
     return 0

@@ -132,6 +132,12 @@ class CachedCase:
     labels: np.ndarray  # (Z, Y, X) uint8
     meta: dict
 
+    @property
+    def spacing_zyx(self) -> tuple[float, float, float]:
+        """Voxel size in mm, (z, y, x) like the arrays."""
+        z, y, x = (float(v) for v in self.meta.get("spacing_xyz", ROI_SPACING_XYZ)[::-1])
+        return z, y, x
+
 
 def load_cached_case(path: Path) -> CachedCase:
     with np.load(path) as data:
@@ -163,7 +169,7 @@ class SliceBank:
                 case.roi_hu,
                 np.ones(3, dtype=bool),
                 case.labels > 0,
-                tuple(float(v) for v in case.meta["spacing_xyz"][::-1]),
+                case.spacing_zyx,
                 spec,
                 extra=(case.labels == 2).astype(np.float32),
             )

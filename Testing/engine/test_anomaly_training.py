@@ -123,3 +123,36 @@ def test_cached_case_from_training_anatomy(shared_data, tmp_path):
     assert (case.labels == 1).any()
     assert case.meta["split"] == "train" and case.meta["anatomy"].startswith("btcv_l2r/00")
     assert int(case.meta["anatomy"][-4:]) not in range(25, 31)  # never a held-out map
+
+
+def test_evaluation_reports_each_case_and_size_classes(tmp_path):
+    from test_anomaly_heatmap import make_registry
+
+    from PancreasAILib.anomaly.evaluation import Setting, by_size_class, evaluate_setting, format_size_table
+    from PancreasAILib.anomaly.heatmap import AnomalyModel
+
+    cases = [load_cached_case(p) for p in write_fake_cases(tmp_path / "cache", n=2)]
+    model = AnomalyModel.load(root=make_registry(tmp_path))
+    row = evaluate_setting(model, cases, Setting(50, 1.0, 2), threshold=0.5)
+    # the phantom tumour's volume from its voxels (1.5 x 1.5 x 3 mm), not a stored figure
+    expected_ml = [float((c.labels == 2).sum()) * 6.75 / 1000 for c in cases]
+    assert [c["tumour_ml"] for c in row.per_case] == pytest.approx(expected_ml, abs=0.01)
+    assert all(0.0 <= c["auroc"] <= 1.0 and c["anatomy"] == "phantom" for c in row.per_case)
+    assert row.auroc_mean == pytest.approx(np.mean([c["auroc"] for c in row.per_case]), abs=1e-3)
+    groups = by_size_class(row)
+    assert (
+        sum(g["cases"] for g in groups) == 2 and groups[0]["size"] == "0-4 mL"
+    )  # the phantom tumour is about 1.4 mL
+    assert "| 0-4 mL | 2 |" in format_size_table(row)
+
+
+def test_size_classes_follow_the_panorama_quartiles():
+    from PancreasAILib.anomaly.evaluation import size_class
+
+    assert [size_class(v) for v in (1.1, 4.0, 6.69, 15.4, 67.7)] == [
+        "0-4 mL",
+        "4-6.7 mL",
+        "4-6.7 mL",
+        ">= 15.4 mL",
+        ">= 15.4 mL",
+    ]
