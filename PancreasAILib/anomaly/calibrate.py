@@ -66,6 +66,7 @@ def calibrate_and_record(
     model.defaults["floor"] = 0.0  # raw maps, scaled later
     model.defaults["smooth_mm"] = smooth_mm
     best: tuple[float, float, list] = (-1.0, base.guidance, [])
+    by_guidance: dict[str, float] = {}
     for guidance in guidances:
         setting = Setting(base.noise_level, guidance, base.steps)
         results = raw_maps(model, data, setting)
@@ -74,6 +75,7 @@ def calibrate_and_record(
                 [auroc(r.heatmap[lab > 0], lab[lab > 0] == 2) for r, lab in zip(results, labels, strict=True)]
             )
         )
+        by_guidance[f"{guidance:g}"] = round(score, 4)
         log(f"validation S={guidance:g}: mean AUROC {score:.3f}")
         if score > best[0]:
             best = (score, guidance, results)
@@ -92,6 +94,7 @@ def calibrate_and_record(
             "seed": seed,
             "split": "train anatomy (validation seed)",
             "guidances_tried": list(guidances),
+            "validation_auroc_by_guidance": by_guidance,
             "validation_auroc": round(val_auroc, 4),
             "validation_dice": round(val_dice, 4),
         },
