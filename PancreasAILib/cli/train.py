@@ -143,6 +143,18 @@ def _add_segmentation_arguments(parser: argparse.ArgumentParser, stage: int) -> 
         default=0.0 if stage == 1 else 2.0,
         help="extra loss weight on class borders (Qiu et al.; 0 = off)",
     )
+    opt.add_argument(
+        "--p-all-phases",
+        type=float,
+        default=0.4,
+        help="phase dropout: share of patches with every present phase (default 0.4)",
+    )
+    opt.add_argument(
+        "--p-venous-only",
+        type=float,
+        default=0.0,
+        help="extra share of venous-only patches on top of the uniform subsets (default 0)",
+    )
     opt.add_argument("--val-every", type=int, default=250)
     opt.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     opt.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
@@ -249,6 +261,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         loss=args.loss,
         boundary=args.boundary,
+        p_all_phases=args.p_all_phases,
+        p_venous_only=args.p_venous_only,
         val_every=args.val_every,
         device=device,
         channels=tuple(args.channels) if args.channels else None,

@@ -22,10 +22,20 @@ from PancreasAILib.cascade.grids import normalise_hu
 _SUBSETS = [np.array(m, bool) for m in [(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (0, 1, 1), (1, 0, 1)]]
 
 
-def drop_phases(mask: np.ndarray, rng: np.random.Generator, p_keep_all: float = 0.4) -> np.ndarray:
-    """A random non-empty subset of the present phases (all of them with probability `p_keep_all`)."""
-    if rng.uniform() < p_keep_all or mask.sum() <= 1:
+def drop_phases(
+    mask: np.ndarray, rng: np.random.Generator, p_keep_all: float = 0.4, p_venous_only: float = 0.0
+) -> np.ndarray:
+    """A random non-empty subset of the present phases.
+
+    All of them with probability `p_keep_all`, the venous phase alone with `p_venous_only` (on top of
+    the uniform draw, which gives it 1/6 of the rest: most clinical scans are portal-venous only), else
+    a uniform subset.
+    """
+    u = rng.uniform()
+    if u < p_keep_all or mask.sum() <= 1:
         return mask.copy()
+    if u < p_keep_all + p_venous_only and mask[1]:
+        return np.array([False, True, False])
     for _ in range(10):
         subset = _SUBSETS[rng.integers(len(_SUBSETS))] & mask
         if subset.any():

@@ -60,6 +60,8 @@ class PatchSampler:
         tumour_fraction: float = 0.5,
         phase_dropout: bool = True,
         spatial: float = 0.6,
+        p_all_phases: float = 0.4,
+        p_venous_only: float = 0.0,
     ) -> None:
         if stage not in (1, 2):
             raise ValueError("stage must be 1 or 2")
@@ -69,6 +71,8 @@ class PatchSampler:
         self.rng = np.random.default_rng(seed)
         self.tumour_fraction = tumour_fraction
         self.phase_dropout = phase_dropout
+        self.p_all_phases = p_all_phases
+        self.p_venous_only = p_venous_only
         self.spatial = spatial  # share of patches drawn through a random rotation and scaling
         self._tumour_voxels: list[np.ndarray | None] = []
         self._gland_voxels: list[np.ndarray] = []
@@ -111,7 +115,11 @@ class PatchSampler:
 
         img = cut(image, -1024, 1)
         lab = cut(label, 0, 0)
-        mask = drop_phases(case["phase_mask"], rng) if self.phase_dropout else case["phase_mask"].copy()
+        mask = (
+            drop_phases(case["phase_mask"], rng, self.p_all_phases, self.p_venous_only)
+            if self.phase_dropout
+            else case["phase_mask"].copy()
+        )
         out = {"image": augment_intensity(img, mask, rng), "mask": mask}
         if self.stage == 2:
             prior = degrade_prior(cut(case["s2_prior"].astype(np.float32), 0.0, 1), rng)

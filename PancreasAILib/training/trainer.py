@@ -46,6 +46,8 @@ class TrainConfig:
     loss: str = "hybrid"  # or "ce"
     boundary: float = 0.0
     cls_weight: float = 0.3
+    p_all_phases: float = 0.4  # phase dropout: share of patches with every phase
+    p_venous_only: float = 0.0  # extra share of venous-only patches (beyond the uniform subsets)
     val_every: int = 250
     checkpoint_every: int = 50
     device: str = "cpu"
@@ -145,7 +147,12 @@ class Trainer:
             self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
         self.sampler = PatchSampler(
-            train_cases, config.stage, config.spec.patch, seed=config.seed + 7919 * self.rank
+            train_cases,
+            config.stage,
+            config.spec.patch,
+            seed=config.seed + 7919 * self.rank,
+            p_all_phases=config.p_all_phases,
+            p_venous_only=config.p_venous_only,
         )
         self.val_cases = val_cases
         self.loss = SegmentationLoss(

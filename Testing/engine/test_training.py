@@ -20,6 +20,7 @@ from PancreasAILib.models.registry import get_entry
 from PancreasAILib.training.augment import (
     SpatialDraw,
     degrade_prior,
+    drop_phases,
     spatial_patch,
     take_patch,
     validation_prior,
@@ -70,6 +71,25 @@ def test_sampler_oversamples_tumour_and_drops_phases(cache):
     assert masks.any(axis=1).all() and (~masks.all(axis=1)).sum() > 10  # subsets, never empty
     dropped = batch["image"].numpy()[~batch["mask"].numpy()]
     assert np.all(dropped == 0)
+
+
+def test_phase_dropout_shares_follow_the_configuration():
+    rng = np.random.default_rng(0)
+    present = np.ones(3, bool)
+    venous = np.array([False, True, False])
+
+    def shares(p_all: float, p_venous: float) -> tuple[float, float]:
+        draws = np.stack([drop_phases(present, rng, p_all, p_venous) for _ in range(3000)])
+        return float(draws.all(axis=1).mean()), float((draws == venous).all(axis=1).mean())
+
+    all_default, venous_default = shares(0.4, 0.0)
+    assert abs(all_default - 0.4) < 0.04 and abs(venous_default - 0.6 / 6) < 0.03
+    all_heavy, venous_heavy = shares(0.3, 0.3)
+    assert abs(all_heavy - 0.3) < 0.04 and abs(venous_heavy - (0.3 + 0.4 / 6)) < 0.04
+    # A case without a venous phase never gets an empty or venous-only mask.
+    art_del = np.array([True, False, True])
+    draws = np.stack([drop_phases(art_del, rng, 0.0, 1.0) for _ in range(200)])
+    assert draws.any(axis=1).all() and not draws[:, 1].any()
 
 
 def _sphere(shape=(40, 80, 80), radius=9.0):
