@@ -1,5 +1,5 @@
-"""Calibration of the heatmap's guidance scale, normalisation floor and fixed threshold, on training
-anatomy only.
+"""Calibration of the heatmap's guidance scale (and optionally its noise level), normalisation floor
+and fixed threshold, on training anatomy only.
 
 Held-out anatomy must not tune anything that is then reported on it, so both numbers are fitted
 on validation cases synthesised from the training maps with a different seed:
@@ -47,13 +47,15 @@ def calibrate_and_record(
     seed: int = 2001,
     cases: int = 16,
     guidances: tuple[float, ...] = (10.0, 30.0, 100.0, 300.0, 1000.0),
+    noise_levels: tuple[int, ...] | None = None,
     smooth_mm: float = 4.0,
     base: Setting | None = None,
     root: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Make validation cases from the training anatomy, choose the guidance scale (best mean AUROC),
-    fit floor and threshold at it, and store all three with the weights.
+    """Make validation cases from the training anatomy, choose the guidance scale and noise level (best
+    mean AUROC; the noise level stays `base`'s unless `noise_levels` are given), fit floor and
+    threshold there, and store them with the weights.
 
     The guidance scale must be chosen per trained classifier: S multiplies the classifier's gradient,
     whose size depends on its architecture and pooling, so the reference's S = 5-10 does not carry over.
@@ -65,28 +67,33 @@ def calibrate_and_record(
     model = AnomalyModel.load(root=root)
     model.defaults["floor"] = 0.0  # raw maps, scaled later
     model.defaults["smooth_mm"] = smooth_mm
-    best: tuple[float, float, list] = (-1.0, base.guidance, [])
-    by_guidance: dict[str, float] = {}
-    for guidance in guidances:
-        setting = Setting(base.noise_level, guidance, base.steps)
-        results = raw_maps(model, data, setting)
-        score = float(
-            np.nanmean(
-                [auroc(r.heatmap[lab > 0], lab[lab > 0] == 2) for r, lab in zip(results, labels, strict=True)]
+    noise_levels = tuple(noise_levels or (base.noise_level,))
+    best: tuple[float, Setting, list] = (-1.0, base, [])
+    by_setting: dict[str, float] = {}
+    for noise_level in noise_levels:
+        for guidance in guidances:
+            setting = Setting(noise_level, guidance, base.steps)
+            results = raw_maps(model, data, setting)
+            score = float(
+                np.nanmean(
+                    [
+                        auroc(r.heatmap[lab > 0], lab[lab > 0] == 2)
+                        for r, lab in zip(results, labels, strict=True)
+                    ]
+                )
             )
-        )
-        by_guidance[f"{guidance:g}"] = round(score, 4)
-        log(f"validation S={guidance:g}: mean AUROC {score:.3f}")
-        if score > best[0]:
-            best = (score, guidance, results)
-    val_auroc, guidance, results = best
+            by_setting[f"L={noise_level} S={guidance:g}"] = round(score, 4)
+            log(f"validation L={noise_level} S={guidance:g}: mean AUROC {score:.3f}")
+            if score > best[0]:
+                best = (score, setting, results)
+    val_auroc, chosen, results = best
     raws = [r.heatmap * r.raw_peak for r in results]  # undo the peak normalisation (floor 0 above)
     floor, threshold, val_dice = fit_floor_and_threshold(raws, labels)
     settings = {
         "floor": round(floor, 4),
         "threshold": threshold,
-        "noise_level": base.noise_level,
-        "guidance": guidance,
+        "noise_level": chosen.noise_level,
+        "guidance": chosen.guidance,
         "steps": base.steps,
         "smooth_mm": smooth_mm,
         "calibration": {
@@ -94,14 +101,15 @@ def calibrate_and_record(
             "seed": seed,
             "split": "train anatomy (validation seed)",
             "guidances_tried": list(guidances),
-            "validation_auroc_by_guidance": by_guidance,
+            "noise_levels_tried": list(noise_levels),
+            "validation_auroc_by_setting": by_setting,
             "validation_auroc": round(val_auroc, 4),
             "validation_dice": round(val_dice, 4),
         },
     }
     update_heatmap_settings(settings, root)
     log(
-        f"calibrated on {len(data)} training-anatomy cases: S {guidance:g}, floor {floor:.4f}, "
+        f"calibrated on {len(data)} training-anatomy cases: L {chosen.noise_level}, S {chosen.guidance:g}, floor {floor:.4f}, "
         f"threshold {threshold:.2f} (validation AUROC {val_auroc:.3f}, Dice {val_dice:.3f})"
     )
     return settings

@@ -135,6 +135,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="validation cases for --calibrate (16; made from the training anatomy with seed + 2000)",
     )
+    parser.add_argument(
+        "--calibration-guidances",
+        type=float,
+        nargs="+",
+        default=[10.0, 30.0, 100.0, 300.0, 1000.0],
+        metavar="S",
+        help="guidance scales for --calibrate to choose among (default 10 30 100 300 1000)",
+    )
+    parser.add_argument(
+        "--calibration-noise-levels",
+        type=int,
+        nargs="+",
+        metavar="L",
+        help="noise levels for --calibrate to choose among with the guidance scale (default: keep 250)",
+    )
     parser.add_argument("--version-tag", default="0.1.0", help="version recorded in the manifest (0.1.0)")
 
 
@@ -206,6 +221,12 @@ def run(args: argparse.Namespace) -> int:
         from PancreasAILib.anomaly.calibrate import calibrate_and_record
 
         calibrate_and_record(
-            args.anatomy, args.cache / "val", seed=args.seed + 2000, cases=args.calibration_cases, log=print
+            args.anatomy,
+            args.cache / "val",
+            seed=args.seed + 2000,
+            cases=args.calibration_cases,
+            guidances=tuple(args.calibration_guidances),
+            noise_levels=tuple(args.calibration_noise_levels) if args.calibration_noise_levels else None,
+            log=print,
         )
     return 0

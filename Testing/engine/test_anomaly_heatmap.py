@@ -252,3 +252,40 @@ def test_unset_settings_take_the_calibrated_values(registry_root):
         3,
     )
     assert result.passes_per_slice == 9
+
+
+def test_calibration_chooses_noise_level_and_guidance_by_validation_auroc(registry_root, monkeypatch):
+    """Every (L, S) pair is scored on the validation cases; the best is stored with the weights."""
+    from types import SimpleNamespace
+
+    from PancreasAILib.anomaly import calibrate
+
+    cases = []
+    for seed in (0, 1):
+        roi, labels, _ = phantom_roi(seed=seed)
+        cases.append(SimpleNamespace(roi_hu=roi, labels=labels, spacing_zyx=SPACING))
+    monkeypatch.setattr(calibrate, "build_cache", lambda spec, cache: None)  # no anatomy needed
+    monkeypatch.setattr(calibrate, "list_cases", lambda cache: [0, 1])
+    monkeypatch.setattr(calibrate, "load_cached_case", lambda index: cases[index])
+    settings = calibrate.calibrate_and_record(
+        Path("unused"),
+        Path("unused"),
+        cases=2,
+        guidances=(1.0, 5.0),
+        noise_levels=(60, 120),
+        base=calibrate.Setting(noise_level=120, guidance=1.0, steps=3),
+        root=registry_root,
+        log=lambda message: None,
+    )
+    tried = settings["calibration"]["validation_auroc_by_setting"]
+    assert set(tried) == {"L=60 S=1", "L=60 S=5", "L=120 S=1", "L=120 S=5"}
+    best = max(tried, key=tried.get)
+    assert best == f"L={settings['noise_level']} S={settings['guidance']:g}"
+    assert settings["calibration"]["validation_auroc"] == tried[best]
+    assert settings["floor"] > 0 and 0.05 <= settings["threshold"] <= 0.95
+    model = AnomalyModel.load(root=registry_root)
+    assert (model.defaults["noise_level"], model.defaults["guidance"], model.defaults["threshold"]) == (
+        settings["noise_level"],
+        settings["guidance"],
+        settings["threshold"],
+    )
