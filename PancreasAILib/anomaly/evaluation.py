@@ -40,7 +40,8 @@ def default_grid(defaults: dict | None = None) -> list[Setting]:
     time (S = 0 and the reference's S = 8 included), then missing phases."""
     d = {"noise_level": 250, "guidance": 8.0, "steps": 10, **(defaults or {})}
     L, S, n = int(d["noise_level"]), float(d["guidance"]), int(d["steps"])
-    rows = [Setting(L, S, n), Setting(150, S, n), Setting(350, S, n), Setting(L, 0.0, n)]
+    rows = [Setting(L, S, n)] + [Setting(level, S, n) for level in (150, 250, 350) if level != L]
+    rows += [Setting(L, 0.0, n)]
     rows += [Setting(L, 8.0, n)] if S != 8.0 else [Setting(L, 3 * S, n)]
     rows += [Setting(L, S, 5), Setting(L, S, n, "v"), Setting(L, S, n, "av")]
     return list(dict.fromkeys(rows))

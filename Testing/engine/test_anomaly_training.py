@@ -156,3 +156,24 @@ def test_size_classes_follow_the_panorama_quartiles():
         ">= 15.4 mL",
         ">= 15.4 mL",
     ]
+
+
+@pytest.mark.parametrize("operating_level", [150, 250])
+def test_default_table_starts_at_the_operating_point_and_varies_one_thing_at_a_time(operating_level):
+    from PancreasAILib.anomaly.evaluation import Setting, default_grid
+
+    rows = default_grid({"noise_level": operating_level, "guidance": 10.0, "steps": 10})
+    assert rows[0] == Setting(operating_level, 10.0, 10)
+    assert len(rows) == len(set(rows))
+    assert {r.noise_level for r in rows} == {150, 250, 350}
+    assert Setting(operating_level, 0.0, 10) in rows and Setting(operating_level, 8.0, 10) in rows
+    assert Setting(operating_level, 10.0, 5) in rows
+    assert {r.phases for r in rows} == {"avd", "v", "av"}
+    for row in rows[1:]:  # each row differs from the operating point in exactly one setting
+        changed = [
+            row.noise_level != operating_level,
+            row.guidance != 10.0,
+            row.steps != 10,
+            row.phases != "avd",
+        ]
+        assert sum(changed) == 1
