@@ -109,7 +109,7 @@ def calibrate_and_record(
     }
     update_heatmap_settings(settings, root)
     log(
-        f"calibrated on {len(data)} training-anatomy cases: L {chosen.noise_level}, S {chosen.guidance:g}, floor {floor:.4f}, "
-        f"threshold {threshold:.2f} (validation AUROC {val_auroc:.3f}, Dice {val_dice:.3f})"
+        f"calibrated on {len(data)} training-anatomy cases: L {chosen.noise_level}, S {chosen.guidance:g}, "
+        f"floor {floor:.4f}, threshold {threshold:.2f} (validation AUROC {val_auroc:.3f}, Dice {val_dice:.3f})"
     )
     return settings

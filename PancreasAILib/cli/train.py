@@ -245,6 +245,13 @@ def run(args: argparse.Namespace) -> int:
     from PancreasAILib.training.datasets import load_cache
 
     stage = args.stage_number
+    shares = (args.p_all_phases, args.p_venous_only)
+    if min(shares) < 0 or sum(shares) > 1:
+        raise InputError(
+            f"--p-all-phases {args.p_all_phases} and --p-venous-only {args.p_venous_only} are not shares of "
+            "the training patches: each must be at least 0 and together at most 1.",
+            "Pass values such as --p-all-phases 0.35 --p-venous-only 0.3.",
+        )
     if args.threads:
         torch.set_num_threads(args.threads)
     progress = make_progress(args.progress)

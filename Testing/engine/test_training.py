@@ -180,6 +180,28 @@ def test_training_checkpoints_and_resumes(cache, tmp_path):
     assert max(steps) == 6
 
 
+def test_train_command_rejects_phase_shares_that_do_not_add_up(cache, tmp_path, capsys):
+    from PancreasAILib.errors import ExitCode
+
+    run = tmp_path / "run"
+    args = [
+        "train",
+        "stage2",
+        "--cache",
+        str(cache),
+        "--val-cases",
+        "0",
+        "--run",
+        str(run),
+        "--progress",
+        "none",
+    ]
+    rc = main([*args, "--p-all-phases", "0.8", "--p-venous-only", "0.5"])
+    err = capsys.readouterr().err
+    assert rc == ExitCode.BAD_INPUT and "--p-venous-only" in err and "fix:" in err
+    assert not run.exists()  # refused before anything was written
+
+
 def test_train_command_registers_loadable_weights(cache, tmp_path, monkeypatch):
     monkeypatch.setenv("PANCREASAI_MODELS", str(tmp_path / "models"))
     rc = main(
