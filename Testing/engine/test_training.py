@@ -180,11 +180,9 @@ def test_training_checkpoints_and_resumes(cache, tmp_path):
     assert max(steps) == 6
 
 
-def test_train_command_rejects_phase_shares_that_do_not_add_up(cache, tmp_path, capsys):
-    from PancreasAILib.errors import ExitCode
-
-    run = tmp_path / "run"
-    args = [
+def stage2_command(cache, run) -> list[str]:
+    """`pancreasai train stage2` on the cached test cases, without validation cases or progress bars."""
+    return [
         "train",
         "stage2",
         "--cache",
@@ -196,7 +194,13 @@ def test_train_command_rejects_phase_shares_that_do_not_add_up(cache, tmp_path, 
         "--progress",
         "none",
     ]
-    rc = main([*args, "--p-all-phases", "0.8", "--p-venous-only", "0.5"])
+
+
+def test_train_command_rejects_phase_shares_that_do_not_add_up(cache, tmp_path, capsys):
+    from PancreasAILib.errors import ExitCode
+
+    run = tmp_path / "run"
+    rc = main([*stage2_command(cache, run), "--p-all-phases", "0.8", "--p-venous-only", "0.5"])
     err = capsys.readouterr().err
     assert rc == ExitCode.BAD_INPUT and "--p-venous-only" in err and "fix:" in err
     assert not run.exists()  # refused before anything was written
@@ -206,14 +210,7 @@ def test_train_command_registers_loadable_weights(cache, tmp_path, monkeypatch):
     monkeypatch.setenv("PANCREASAI_MODELS", str(tmp_path / "models"))
     rc = main(
         [
-            "train",
-            "stage2",
-            "--cache",
-            str(cache),
-            "--val-cases",
-            "0",
-            "--run",
-            str(tmp_path / "run"),
+            *stage2_command(cache, tmp_path / "run"),
             "--steps",
             "2",
             "--val-every",
@@ -223,8 +220,6 @@ def test_train_command_registers_loadable_weights(cache, tmp_path, monkeypatch):
             "--device",
             "cpu",
             "--register",
-            "--progress",
-            "none",
         ]
     )
     assert rc == 0
