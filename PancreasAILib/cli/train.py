@@ -155,6 +155,14 @@ def _add_segmentation_arguments(parser: argparse.ArgumentParser, stage: int) -> 
         default=0.0,
         help="extra share of venous-only patches on top of the uniform subsets (default 0)",
     )
+    opt.add_argument(
+        "--elastic",
+        type=float,
+        default=0.0,
+        metavar="VOXELS",
+        help="smooth elastic deformation of the rotated/scaled patches, largest offset in voxels "
+        "(in-plane; half along z); bends organs against each other (default 0: affine only)",
+    )
     opt.add_argument("--val-every", type=int, default=250)
     opt.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     opt.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
@@ -246,6 +254,8 @@ def run(args: argparse.Namespace) -> int:
 
     stage = args.stage_number
     shares = (args.p_all_phases, args.p_venous_only)
+    if args.elastic < 0:
+        raise InputError(f"--elastic {args.elastic} is negative.", "Pass 0 (off) or an offset such as 2.")
     if min(shares) < 0 or sum(shares) > 1:
         raise InputError(
             f"--p-all-phases {args.p_all_phases} and --p-venous-only {args.p_venous_only} are not shares of "
@@ -270,6 +280,7 @@ def run(args: argparse.Namespace) -> int:
         boundary=args.boundary,
         p_all_phases=args.p_all_phases,
         p_venous_only=args.p_venous_only,
+        elastic_voxels=args.elastic,
         val_every=args.val_every,
         device=device,
         channels=tuple(args.channels) if args.channels else None,

@@ -4,7 +4,8 @@ The models are judged on anatomy, intensity models and scanners they never saw, 
 leans on intensities (per-phase HU gain and offset, noise, blur) rather than on the synthetic
 generator's own statistics, phase dropout trains every subset of phases (venous-only included), and
 random in-plane rotation and per-axis scaling stretch a handful of anatomy maps into many bodies
-(without it stage 1 learnt where the pancreas sits in 14 maps and missed it in another atlas).
+(without it stage 1 learnt where the pancreas sits in 14 maps and missed it in another atlas); an
+optional smooth elastic displacement bends organs against each other, which an affine map cannot.
 All draws come from the generator passed in, so a run is reproducible from its seed.
 """
 
@@ -63,6 +64,7 @@ class SpatialDraw:
     """One random in-plane rotation and per-axis scaling, as a matrix from patch to array voxels."""
 
     matrix: np.ndarray  # (3, 3) in (z, y, x) voxel units: input offset = matrix @ output offset
+    displacement: np.ndarray | None = None  # (3, *patch) input-voxel offsets added after the matrix
 
     @classmethod
     def draw(
@@ -71,6 +73,8 @@ class SpatialDraw:
         rotation_deg: float = 20.0,
         scale: tuple[float, float] = (0.75, 1.3),
         axis_jitter: float = 0.1,
+        elastic_voxels: float = 0.0,
+        patch: Sequence[int] | None = None,
     ) -> SpatialDraw:
         # Rotation about z only: z spacing differs from y/x, and scanners differ little in tilt.
         angle = np.deg2rad(rng.uniform(-rotation_deg, rotation_deg))
@@ -78,7 +82,25 @@ class SpatialDraw:
         rotate = np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
         # > 1 zooms out (a larger body seen through the same patch); per-axis jitter changes proportions.
         zoom = rng.uniform(*scale) * rng.uniform(1 - axis_jitter, 1 + axis_jitter, 3)
-        return cls(rotate @ np.diag(zoom))
+        displacement = None
+        if elastic_voxels > 0 and patch is not None:
+            displacement = elastic_displacement(rng, patch, elastic_voxels)
+        return cls(rotate @ np.diag(zoom), displacement)
+
+
+def elastic_displacement(rng: np.random.Generator, patch: Sequence[int], amplitude: float) -> np.ndarray:
+    """A smooth random displacement field (3, *patch) in voxels, largest offset about `amplitude`.
+
+    White noise smoothed over a quarter of the patch in-plane (so organs bend as wholes rather than
+    wobble voxel by voxel); z moves at half the in-plane amplitude because slices are thicker.
+    """
+    patch = tuple(int(n) for n in patch)
+    sigma = [max(1.0, n / 4.0) for n in patch]
+    field = np.stack([ndi.gaussian_filter(rng.standard_normal(patch), sigma, mode="wrap") for _ in range(3)])
+    field /= max(float(np.abs(field).max()), 1e-6)
+    field *= amplitude * rng.uniform(0.5, 1.0)
+    field[0] *= 0.5
+    return field.astype(np.float32)
 
 
 def spatial_patch(
@@ -90,6 +112,14 @@ def spatial_patch(
     lead = array.shape[:-3]
     flat = array.reshape(-1, *array.shape[-3:])
     out = np.empty((flat.shape[0], *patch), dtype=array.dtype)
+    if draw.displacement is not None:
+        grid = np.indices(tuple(patch), dtype=np.float32).reshape(3, -1)
+        coords = (draw.matrix @ grid + offset[:, None]).reshape(3, *patch) + draw.displacement
+        for k, channel in enumerate(flat):
+            ndi.map_coordinates(
+                channel, coords, output=out[k], order=order, mode="constant", cval=fill, prefilter=False
+            )
+        return out.reshape(*lead, *patch)
     for k, channel in enumerate(flat):
         ndi.affine_transform(
             channel,

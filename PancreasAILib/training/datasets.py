@@ -62,6 +62,7 @@ class PatchSampler:
         spatial: float = 0.6,
         p_all_phases: float = 0.4,
         p_venous_only: float = 0.0,
+        elastic_voxels: float = 0.0,
     ) -> None:
         if stage not in (1, 2):
             raise ValueError("stage must be 1 or 2")
@@ -74,6 +75,7 @@ class PatchSampler:
         self.p_all_phases = p_all_phases
         self.p_venous_only = p_venous_only
         self.spatial = spatial  # share of patches drawn through a random rotation and scaling
+        self.elastic_voxels = elastic_voxels  # largest elastic offset of those patches (0: affine only)
         self._tumour_voxels: list[np.ndarray | None] = []
         self._gland_voxels: list[np.ndarray] = []
         self._index(self.cases)
@@ -104,7 +106,8 @@ class PatchSampler:
             centre = None
         start = crop_start(label.shape, self.patch, centre, rng)
         if rng.uniform() < self.spatial:
-            draw, middle = SpatialDraw.draw(rng), start + (np.asarray(self.patch) - 1) / 2.0
+            draw = SpatialDraw.draw(rng, elastic_voxels=self.elastic_voxels, patch=self.patch)
+            middle = start + (np.asarray(self.patch) - 1) / 2.0
 
             def cut(array: np.ndarray, fill: float, order: int) -> np.ndarray:
                 return spatial_patch(array, middle, self.patch, draw, fill, order)

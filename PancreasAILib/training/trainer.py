@@ -48,6 +48,7 @@ class TrainConfig:
     cls_weight: float = 0.3
     p_all_phases: float = 0.4  # phase dropout: share of patches with every phase
     p_venous_only: float = 0.0  # extra share of venous-only patches (beyond the uniform subsets)
+    elastic_voxels: float = 0.0  # largest elastic offset on rotated/scaled patches (0: affine only)
     val_every: int = 250
     checkpoint_every: int = 50
     device: str = "cpu"
@@ -153,6 +154,7 @@ class Trainer:
             seed=config.seed + 7919 * self.rank,
             p_all_phases=config.p_all_phases,
             p_venous_only=config.p_venous_only,
+            elastic_voxels=config.elastic_voxels,
         )
         self.val_cases = val_cases
         self.loss = SegmentationLoss(

@@ -126,6 +126,23 @@ def test_rotation_and_scaling_keep_image_and_label_aligned():
     assert len({round(v, 3) for v in volumes}) > 1  # the draws differ
 
 
+def test_elastic_deformation_bends_the_patch_and_keeps_image_and_label_aligned():
+    image, label = _sphere(radius=14.0)
+    rng = np.random.default_rng(4)
+    centre, patch = (np.array(label.shape) - 1) / 2.0, (40, 80, 80)
+    for _ in range(4):
+        draw = SpatialDraw.draw(rng, elastic_voxels=3.0, patch=patch)
+        offsets = np.abs(draw.displacement).reshape(3, -1).max(axis=1)
+        assert offsets[1:].max() <= 3.0 + 1e-5 and offsets[0] <= 1.5 + 1e-5
+        img = spatial_patch(image[None], centre, patch, draw, -1024, 1)[0]
+        lab = spatial_patch(label, centre, patch, draw, 0, 0)
+        assert np.mean((img > 50) == (lab > 0)) > 0.995
+        affine = spatial_patch(label, centre, patch, SpatialDraw(draw.matrix), 0, 0)
+        changed = np.mean(lab != affine) / max(np.mean(affine > 0), 1e-6)
+        assert 0.01 < changed < 0.6  # the sphere's surface moved, its bulk did not vanish
+    assert SpatialDraw.draw(rng, elastic_voxels=0.0, patch=patch).displacement is None
+
+
 def test_sampler_with_spatial_augmentation_keeps_prior_and_tumour_together(cache):
     sampler = PatchSampler(
         load_cache(cache), stage=2, patch=(16, 32, 32), seed=1, tumour_fraction=1.0, spatial=1.0
@@ -204,6 +221,15 @@ def test_train_command_rejects_phase_shares_that_do_not_add_up(cache, tmp_path, 
     err = capsys.readouterr().err
     assert rc == ExitCode.BAD_INPUT and "--p-venous-only" in err and "fix:" in err
     assert not run.exists()  # refused before anything was written
+
+
+def test_train_command_rejects_a_negative_elastic_offset(cache, tmp_path, capsys):
+    from PancreasAILib.errors import ExitCode
+
+    run = tmp_path / "run"
+    rc = main([*stage2_command(cache, run), "--elastic", "-1"])
+    assert rc == ExitCode.BAD_INPUT and "--elastic" in capsys.readouterr().err
+    assert not run.exists()
 
 
 def test_train_command_registers_loadable_weights(cache, tmp_path, monkeypatch):
