@@ -91,7 +91,7 @@ class SpatialDraw:
 def elastic_displacement(rng: np.random.Generator, patch: Sequence[int], amplitude: float) -> np.ndarray:
     """A smooth random displacement field (3, *patch) in voxels, largest offset about `amplitude`.
 
-    White noise smoothed over a quarter of the patch in-plane (so organs bend as wholes rather than
+    White noise smoothed over a quarter of the patch along each axis (so organs bend as wholes rather than
     wobble voxel by voxel); z moves at half the in-plane amplitude because slices are thicker.
     """
     patch = tuple(int(n) for n in patch)
