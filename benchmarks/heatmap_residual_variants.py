@@ -57,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     cases = [load_cached_case(p) for p in list_cases(args.cache)[: args.cases]]
     if not cases:
         raise SystemExit(f"No cached cases in {args.cache}; build them with `pancreasai train anomaly`.")
+
+    def smooth(x: torch.Tensor) -> torch.Tensor:
+        """The heatmap's in-plane Gaussian, phase by phase."""
+        return torch.cat([gaussian_blur2d(x[:, k : k + 1], sigma) for k in range(x.shape[1])], 1)
+
     scores: dict[str, list[float]] = {}
     by_distance = []
     for case in cases:
@@ -66,9 +71,6 @@ def main(argv: list[str] | None = None) -> int:
         magnitude = residual.abs()
         inside = batch.region[:, 0] > 0.5
         mad = torch.stack([magnitude[:, k][inside].median() for k in range(3)]) + 1e-6
-
-        def smooth(x: torch.Tensor) -> torch.Tensor:
-            return torch.cat([gaussian_blur2d(x[:, k : k + 1], sigma) for k in range(x.shape[1])], 1)
 
         variants = {
             "mean |r| (shipped)": smooth(magnitude.mean(1, keepdim=True)),

@@ -29,11 +29,6 @@ GLAND_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 TUMOUR_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 
 
-def dice(a, b) -> float:
-    total = a.sum() + b.sum()
-    return float(2 * (a & b).sum() / total) if total else 1.0
-
-
 def patch_cascade(mode: str, captured: dict, truth: dict) -> None:
     """Instrument the runner: record the class probabilities; swap the prior for `refine` / `oracle`."""
     import numpy as np
@@ -78,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     import SimpleITK as sitk
 
     from PancreasAILib.cli.main import main as pancreasai
+    from PancreasAILib.evaluation.overlap import dice_score as dice
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -253,9 +253,9 @@ def run(args: argparse.Namespace) -> int:
     from PancreasAILib.training.datasets import load_cache
 
     stage = args.stage_number
-    shares = (args.p_all_phases, args.p_venous_only)
     if args.elastic < 0:
         raise InputError(f"--elastic {args.elastic} is negative.", "Pass 0 (off) or an offset such as 2.")
+    shares = (args.p_all_phases, args.p_venous_only)
     if min(shares) < 0 or sum(shares) > 1:
         raise InputError(
             f"--p-all-phases {args.p_all_phases} and --p-venous-only {args.p_venous_only} are not shares of "
