@@ -80,7 +80,9 @@ class EngineModels:
 
     def model_infos(self) -> list[ModelInfo]:
         infos = [
-            ModelInfo(e.name, e.version, e.sha256) for e in (self.cascade.entries if self.cascade else [])
+            ModelInfo(m.name, m.version, m.sha256)  # each ensemble member by its own checksum
+            for e in (self.cascade.entries if self.cascade else [])
+            for m in e.member_entries()
         ]
         for entry in getattr(self.anomaly, "entries", []) or []:
             infos.append(ModelInfo(entry.name, entry.version, entry.sha256))

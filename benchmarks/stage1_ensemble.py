@@ -1,6 +1,7 @@
 """Run any `pancreasai` command with stage 1 replaced by the average of the shipped network and others.
 
-A research check before a stage-1 ensemble can be shipped (the manifest holds one stage-1 network):
+A research check of a candidate before it is registered as an ensemble member
+(`pancreasai train stage1 ... --register --ensemble`):
 
     python benchmarks/stage1_ensemble.py --extra runs/stage1e/best.safetensors -- \
         segment --batch work_tmp/heldout24 --phases arterial,venous,delayed --out DIR --no-heatmap

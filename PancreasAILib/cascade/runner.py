@@ -23,8 +23,9 @@ from PancreasAILib.cascade.lesions import LesionCandidate, extract_lesions, pdac
 from PancreasAILib.cascade.predict import predict_stage1, predict_stage2
 from PancreasAILib.cascade.spec import StageSpec
 from PancreasAILib.geometry import crop_to_box, mask_bounding_box, paste_into
+from PancreasAILib.models.ensemble import ProbabilityAverage
 from PancreasAILib.models.multiphase import MultiPhaseConfig, MultiPhaseTumourNet
-from PancreasAILib.models.registry import ModelEntry, load_model_weights
+from PancreasAILib.models.registry import ModelEntry, load_ensemble_weights, load_model_weights
 from PancreasAILib.models.unet import CoarseUNet, CoarseUNetConfig
 from PancreasAILib.phases import PHASE_ORDER, Phase
 from PancreasAILib.progress import ProgressCallback, null_progress
@@ -71,13 +72,15 @@ class Cascade:
         restrict_to_pancreas: bool = True,
         mirror: bool = True,
     ) -> Cascade:
-        """Both networks from the registry; `stage1` may be replaced by an external pancreas model."""
+        """Both networks from the registry; `stage1` may be replaced by an external pancreas model.
+
+        A stage 1 registered as an ensemble (manifest `members`) runs as one network that averages
+        its members' probabilities."""
         dev = torch.device(device)
         entries = []
         if stage1 is None:
-            weights, entry1 = load_model_weights(STAGE1_MODEL)
-            stage1 = CoarseUNet(CoarseUNetConfig.from_dict(entry1.config))
-            stage1.load_state_dict(weights)
+            states, entry1 = load_ensemble_weights(STAGE1_MODEL)
+            stage1 = ProbabilityAverage([_coarse_unet(entry1.config, state) for state in states])
             entries.append(entry1)
             spec1 = StageSpec.from_dict(entry1.input_spec)
         else:
@@ -195,6 +198,12 @@ class Cascade:
         if predict is not None:  # an external segmenter (nnU-Net, TotalSegmentator) brings its own
             return predict(arrays, mask, grid)
         return predict_stage1(self.stage1, network_input, mask, self.spec1.patch, self.device)
+
+
+def _coarse_unet(config: dict[str, Any], state: dict[str, torch.Tensor]) -> CoarseUNet:
+    net = CoarseUNet(CoarseUNetConfig.from_dict(config))
+    net.load_state_dict(state)
+    return net
 
 
 def inside_scan(reference: sitk.Image, grid: sitk.Image) -> np.ndarray:

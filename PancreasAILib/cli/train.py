@@ -176,6 +176,12 @@ def _add_segmentation_arguments(parser: argparse.ArgumentParser, stage: int) -> 
         action="store_true",
         help="copy the best weights into Resources/models and record them in the manifest",
     )
+    parser.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="with --register: add the best weights to the registered network as a further member "
+        "(probabilities averaged) instead of replacing it; refit the likelihood with `pancreasai calibrate`",
+    )
     add_progress_option(parser)
 
 
@@ -255,6 +261,13 @@ def run(args: argparse.Namespace) -> int:
     stage = args.stage_number
     if args.elastic < 0:
         raise InputError(f"--elastic {args.elastic} is negative.", "Pass 0 (off) or an offset such as 2.")
+    if args.ensemble and not args.register:
+        raise InputError("--ensemble adds the trained weights to the registry.", "Add --register.")
+    if args.init_from_shipped and (args.channels or getattr(args, "large", False)):
+        raise InputError(
+            "--init-from-shipped keeps the shipped network's widths; --channels/--large change them.",
+            "Drop one of the two options.",
+        )
     shares = (args.p_all_phases, args.p_venous_only)
     if min(shares) < 0 or sum(shares) > 1:
         raise InputError(
@@ -288,11 +301,6 @@ def run(args: argparse.Namespace) -> int:
         spec=default_spec(stage),
     )
     corrections = getattr(args, "corrections", None) is not None
-    if args.init_from_shipped and (args.channels or getattr(args, "large", False)):
-        raise InputError(
-            "--init-from-shipped keeps the shipped network's widths; --channels/--large change them.",
-            "Drop one of the two options.",
-        )
     if corrections or args.init_from_shipped:
         from PancreasAILib.models.registry import get_entry, locate_weights
 
@@ -308,13 +316,18 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps({"stage": stage, "best": summary, "minutes": round(minutes, 1)}, indent=2))
     if args.register and int(os.environ.get("RANK", "0")) == 0:
         entry = register_run(stage, args, summary, minutes)
-        print(f"registered {entry.name} {entry.version} (sha256 {entry.sha256[:12]}…) in the model manifest")
+        added = entry.member_entries()[-1]  # the new weights: the entry itself, or its newest member
+        print(f"registered {entry.name} {entry.version} (sha256 {added.sha256[:12]}…) in the model manifest")
+        if args.ensemble:
+            print(
+                "the PDAC likelihood was calibrated on the old outputs: refit it with `pancreasai calibrate`"
+            )
     return 0
 
 
 def register_run(stage: int, args: argparse.Namespace, summary: dict, minutes: float):
     from PancreasAILib import __version__
-    from PancreasAILib.models.registry import register_weights
+    from PancreasAILib.models.registry import add_ensemble_member, get_entry, register_weights
 
     best = args.run / "best.safetensors"
     if not best.is_file():
@@ -329,10 +342,16 @@ def register_run(stage: int, args: argparse.Namespace, summary: dict, minutes: f
         "validation_step": summary.get("step"),
         "licence": "Weights: research use only (derived from BTCV label maps).",
     }
+    version = f"{__version__}+s{summary.get('step', 0)}"
+    if args.ensemble:
+        registered = get_entry(MODEL_NAMES[stage])
+        return add_ensemble_member(
+            MODEL_NAMES[stage], best, version=f"{registered.version}+s{summary.get('step', 0)}", card=card
+        )
     return register_weights(
         MODEL_NAMES[stage],
         best,
-        version=f"{__version__}+s{summary.get('step', 0)}",
+        version=version,
         config=summary.get("net_config", {}),
         input_spec=default_spec(stage).to_dict(),
         card=card,

@@ -48,9 +48,19 @@ class ModelEntry:
     input_spec: dict[str, Any] = field(default_factory=dict)  # spacing, channels, HU window, patch
     card: dict[str, Any] = field(default_factory=dict)  # training data, licence, intended use, metrics
     calibration: dict[str, Any] = field(default_factory=dict)  # output calibration (numbers), if any
+    # Further weights of the same network whose probabilities are averaged with this one's (an
+    # ensemble): each {"file", "sha256", "url", "card"}, verified exactly like `file`.
+    members: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def member_entries(self) -> list[ModelEntry]:
+        """This entry and one entry per further member, each naming one weight file to verify and load."""
+        return [self] + [
+            replace(self, file=m["file"], sha256=m["sha256"], url=m.get("url"), members=[])
+            for m in self.members
+        ]
 
 
 def resources_dir() -> Path:
@@ -173,6 +183,18 @@ def load_model_weights(
     return load_file(str(path)), entry
 
 
+def load_ensemble_weights(
+    name: str, root: Path | None = None, *, allow_download: bool = True
+) -> tuple[list[dict[str, torch.Tensor]], ModelEntry]:
+    """The verified state dicts of every member of model `name` (one for a single network)."""
+    entry = get_entry(name, root)
+    states = [
+        load_file(str(locate_weights(member, root, allow_download=allow_download)))
+        for member in entry.member_entries()
+    ]
+    return states, entry
+
+
 def save_weights(
     state_dict: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
 ) -> Path:
@@ -196,14 +218,14 @@ def register_weights(
     url: str | None = None,
     root: Path | None = None,
 ) -> ModelEntry:
-    """Copy `weights_file` into the model folder as `<name>.safetensors` and record it in the manifest."""
+    """Copy `weights_file` into the model folder as `<name>.safetensors` and record it in the manifest.
+
+    This replaces the model, ensemble members included (their files are removed)."""
     folder = root or resources_dir()
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{name}.safetensors"
-    if Path(weights_file).resolve() != target.resolve():
-        tmp = target.with_name(f".{target.name}.tmp")
-        shutil.copyfile(weights_file, tmp)
-        os.replace(tmp, target)
+    _copy_atomically(weights_file, target)
+    stale_members = list(folder.glob(f"{name}.member*.safetensors"))
     entry = ModelEntry(
         name=name,
         version=version,
@@ -217,7 +239,48 @@ def register_weights(
     entries = read_manifest(folder)
     entries[name] = entry
     write_manifest(entries, folder)
+    for stale in stale_members:  # only once the manifest no longer names them
+        stale.unlink()
     return entry
+
+
+def add_ensemble_member(
+    name: str,
+    weights_file: Path,
+    *,
+    version: str,
+    card: dict[str, Any],
+    url: str | None = None,
+    root: Path | None = None,
+) -> ModelEntry:
+    """Add `weights_file` to model `name` as a further member, averaged with the registered weights.
+
+    The new weights must fit the registered network (same tensor names and shapes); the model's
+    output calibration is cleared because its outputs change."""
+    folder = root or resources_dir()
+    entry = get_entry(name, folder)
+    reference = load_file(str(locate_weights(entry, folder, allow_download=False)))
+    candidate = load_file(str(weights_file))
+    shapes = {k: tuple(v.shape) for k, v in reference.items()}
+    if {k: tuple(v.shape) for k, v in candidate.items()} != shapes:
+        raise WeightsError(
+            f"{weights_file} does not fit the registered {name!r} network (different tensors or shapes).",
+            "Train the member with the registered network's configuration (`--init-from-shipped`).",
+        )
+    target = folder / f"{name}.member{len(entry.members) + 1}.safetensors"
+    _copy_atomically(weights_file, target)
+    member = {"file": target.name, "sha256": sha256_of(target), "url": url, "card": card}
+    entries = read_manifest(folder)
+    entries[name] = replace(entry, version=version, members=[*entry.members, member], calibration={})
+    write_manifest(entries, folder)
+    return entries[name]
+
+
+def _copy_atomically(source: Path, target: Path) -> None:
+    if Path(source).resolve() != target.resolve():
+        tmp = target.with_name(f".{target.name}.tmp")
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
 
 
 def set_calibration(name: str, calibration: dict[str, Any], root: Path | None = None) -> ModelEntry:

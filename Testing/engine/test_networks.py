@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from PancreasAILib.cascade.sliding import sliding_window
+from PancreasAILib.models.ensemble import ProbabilityAverage
 from PancreasAILib.models.fusion import CrossPhaseFusion
 from PancreasAILib.models.multiphase import MultiPhaseConfig, MultiPhaseTumourNet
 from PancreasAILib.models.unet import CoarseUNet, CoarseUNetConfig
@@ -94,3 +95,15 @@ def test_mirrored_stage2_prediction_is_equivariant_to_mirroring_the_patient():
     assert abs(pdac - pdac_flipped) < 1e-5
     assert not np.allclose(plain, probs, atol=1e-3)  # an untrained network is far from symmetric
     np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-5)
+
+
+def test_an_ensemble_hands_the_sliding_window_its_members_mean_probability():
+    torch.manual_seed(1)
+    members = [CoarseUNet(CoarseUNetConfig(channels=TINY)).eval() for _ in range(2)]
+    image, mask = torch.randn(1, 3, 16, 32, 32), torch.tensor([[True, False, True]])
+    with torch.no_grad():
+        mean = sum(torch.softmax(m(image, mask), dim=1) for m in members) / 2
+        single = members[0](image, mask)
+        ensemble = ProbabilityAverage(members)
+        assert torch.allclose(torch.softmax(ensemble(image, mask), dim=1), mean, atol=1e-6)
+        assert torch.equal(ProbabilityAverage(members[:1])(image, mask), single)  # one member: unchanged

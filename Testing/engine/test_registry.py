@@ -9,8 +9,10 @@ import torch
 
 from PancreasAILib.models.registry import (
     WeightsError,
+    add_ensemble_member,
     download_weights,
     get_entry,
+    load_ensemble_weights,
     load_model_weights,
     register_weights,
     save_weights,
@@ -98,3 +100,64 @@ def test_manifest_is_plain_json_with_the_checksum(registry):
     root, entry, _ = registry
     data = json.loads((root / "manifest.json").read_text())
     assert data["models"]["net"]["sha256"] == entry.sha256
+
+
+def _member_weights(tmp_path, state, offset: float, name: str = "member.safetensors"):
+    return save_weights({k: v + offset for k, v in state.items()}, tmp_path / "trained" / name)
+
+
+def test_an_ensemble_member_loads_beside_the_registered_weights(registry, tmp_path):
+    root, entry, state = registry
+    member = _member_weights(tmp_path, state, 1.0)
+    grown = add_ensemble_member("net", member, version="1+s2", card={"command": "train again"}, root=root)
+    assert grown.version == "1+s2" and grown.sha256 == entry.sha256  # the first member is untouched
+    states, loaded = load_ensemble_weights("net", root)
+    assert [m.file for m in loaded.member_entries()] == ["net.safetensors", "net.member1.safetensors"]
+    assert torch.equal(states[0]["layer.weight"], state["layer.weight"])
+    assert torch.equal(states[1]["layer.weight"], state["layer.weight"] + 1.0)
+    assert loaded.members[0]["card"] == {"command": "train again"}
+
+
+def test_a_tampered_ensemble_member_is_refused(registry, tmp_path):
+    root, _, state = registry
+    add_ensemble_member("net", _member_weights(tmp_path, state, 1.0), version="2", card={}, root=root)
+    path = root / "net.member1.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="fail their checksum"):
+        load_ensemble_weights("net", root)
+
+
+def test_a_member_of_another_network_is_refused_and_nothing_changes(registry, tmp_path):
+    root, _, _ = registry
+    before = (root / "manifest.json").read_text()
+    other = save_weights({"layer.weight": torch.zeros(5, 4)}, tmp_path / "trained" / "other.safetensors")
+    with pytest.raises(WeightsError, match="does not fit"):
+        add_ensemble_member("net", other, version="2", card={}, root=root)
+    assert (root / "manifest.json").read_text() == before
+    assert not list(root.glob("net.member*"))
+
+
+def test_registering_new_weights_replaces_the_whole_ensemble(registry, tmp_path):
+    root, _, state = registry
+    add_ensemble_member("net", _member_weights(tmp_path, state, 1.0), version="2", card={}, root=root)
+    fresh = _member_weights(tmp_path, state, 5.0, "fresh.safetensors")
+    register_weights("net", fresh, version="3", config={}, input_spec={}, card={}, root=root)
+    states, entry = load_ensemble_weights("net", root)
+    assert len(states) == 1 and entry.members == []
+    assert torch.equal(states[0]["layer.bias"], state["layer.bias"] + 5.0)
+    assert not list(root.glob("net.member*"))
+
+
+def test_an_ensemble_member_not_shipped_is_downloaded_from_its_url(registry, tmp_path):
+    root, _, state = registry
+    entry = add_ensemble_member("net", _member_weights(tmp_path, state, 2.0), version="2", card={}, root=root)
+    server = tmp_path / "server"
+    server.mkdir()
+    (root / "net.member1.safetensors").rename(server / "net.member1.safetensors")
+    entry.members[0]["url"] = (server / "net.member1.safetensors").as_uri()
+    write_manifest({"net": entry}, root)
+    states, _ = load_ensemble_weights("net", root)
+    assert torch.equal(states[1]["layer.bias"], state["layer.bias"] + 2.0)
+    assert (tmp_path / "cache" / "net.member1.safetensors").is_file()

@@ -18,6 +18,7 @@ from model_fixtures import make_tiny_models
 from PancreasAILib.cascade.runner import Cascade
 from PancreasAILib.cli.main import main
 from PancreasAILib.errors import ExitCode
+from PancreasAILib.models.registry import add_ensemble_member
 from PancreasAILib.phases import Phase
 
 
@@ -118,6 +119,28 @@ def test_no_pancreas_is_reported_with_its_exit_status(small_case, tmp_path, monk
     report = json.loads((out / "report.json").read_text())
     assert report["segmentation_status"] == "no_pancreas" and "no pancreas" in report["segmentation_reason"]
     assert not sitk.GetArrayFromImage(sitk.ReadImage(str(out / "labels.nii.gz"))).any()
+
+
+def test_a_stage1_ensemble_averages_its_members_probabilities(small_case, tmp_path, monkeypatch):
+    # Alone, the first member calls everything pancreas (p = 0.95) and the second nothing (p = 0.0003);
+    # averaged (0.48) they stay below 0.5, so the cascade must report no pancreas.
+    root = make_tiny_models(tmp_path / "models", gland_bias=3.0)
+    empty = make_tiny_models(tmp_path / "empty", gland_bias=-8.0)
+    add_ensemble_member(
+        "stage1_pancreas", empty / "stage1_pancreas.safetensors", version="test+2", card={}, root=root
+    )
+    monkeypatch.setenv("PANCREASAI_MODELS", str(root))
+    cascade = Cascade.load("cpu")
+    images = {p: sitk.ReadImage(str(path)) for p, path in small_case.phases.items()}
+    reference = images[Phase.VENOUS]
+    probability = cascade._stage1_probability(images, reference, np.ones(3, bool))
+    expected = (1 / (1 + np.exp(-3.0)) + 1 / (1 + np.exp(8.0))) / 2
+    assert np.allclose(probability, expected, atol=1e-5)
+    out = tmp_path / "ens"
+    assert _segment(small_case, out) == ExitCode.NO_PANCREAS
+    report = json.loads((out / "report.json").read_text())
+    stage1 = [m for m in report["models"] if m["name"] == "stage1_pancreas"]
+    assert len({m["sha256"] for m in stage1}) == 2
 
 
 def test_an_existing_output_folder_is_not_overwritten(small_case, tiny_models, tmp_path):

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 from cascade_fixtures import make_small_case
 from model_fixtures import TINY, make_tiny_models
 from safetensors.torch import load_file
@@ -253,6 +254,31 @@ def test_train_command_registers_loadable_weights(cache, tmp_path, monkeypatch):
     assert entry.card["intended_use"].startswith("Research use only")
     assert entry.card["training_data"]["cases"] == 2
     assert entry.config["channels"] == list(TINY)
+
+
+def test_train_command_adds_an_ensemble_member_beside_the_shipped_stage1(cache, tmp_path, monkeypatch):
+    models = make_tiny_models(tmp_path / "models")
+    monkeypatch.setenv("PANCREASAI_MODELS", str(models))
+    shipped = get_entry("stage1_pancreas")
+    command = [*stage2_command(cache, tmp_path / "run"), "--steps", "2", "--val-every", "2"]
+    command[1] = "stage1"
+    assert main([*command, "--init-from-shipped", "--device", "cpu", "--register", "--ensemble"]) == 0
+    entry = get_entry("stage1_pancreas")
+    assert entry.sha256 == shipped.sha256 and entry.version == "test+s2"
+    assert len(entry.members) == 1 and entry.members[0]["card"]["intended_use"].startswith(
+        "Research use only"
+    )
+    trained = load_file(str(tmp_path / "run" / "best.safetensors"))
+    member = load_file(str(models / entry.members[0]["file"]))
+    assert all(torch.equal(member[k], trained[k]) for k in trained)
+
+
+def test_train_command_refuses_an_ensemble_it_would_not_register(cache, tmp_path, capsys):
+    from PancreasAILib.errors import ExitCode
+
+    run = tmp_path / "run"
+    assert main([*stage2_command(cache, run), "--ensemble"]) == ExitCode.BAD_INPUT
+    assert "--register" in capsys.readouterr().err and not run.exists()
 
 
 def test_distributed_training_with_two_gloo_processes(cache, tmp_path):
