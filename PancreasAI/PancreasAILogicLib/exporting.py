@@ -147,11 +147,11 @@ def store_correction(
     from PancreasAILib.corrections import write_correction_record
 
     phases = {phase: volume_to_image(node) for phase, node in phase_nodes.items() if node is not None}
-    models = {
-        m["name"]: {"version": m.get("version"), "sha256": m.get("sha256")}
-        for m in report.get("models") or []
-        if isinstance(m, dict) and "name" in m
-    }
+    models: dict[str, dict] = {}
+    for m in report.get("models") or []:
+        if isinstance(m, dict) and "name" in m:  # an ensemble lists one entry per member: keep every checksum
+            kept = models.setdefault(m["name"], {"version": m.get("version"), "sha256": []})
+            kept["sha256"].append(m.get("sha256"))
     input_ids: dict[str, str] = {}
     for phase, info in (report.get("inputs") or {}).items():
         for key in ("patient_key", "study_key"):

@@ -21,6 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from PancreasAILib.export import Lesion, Report, summarize_heatmap, write_case_outputs
+from PancreasAILib.export.report import ModelInfo
 from PancreasAILib.phases import Phase
 from PancreasAILib.progress import JsonLinesProgress
 
@@ -90,6 +91,11 @@ def segment(args: argparse.Namespace, mode: str) -> int:
         pdac_likelihood=0.83,
         lesions=[Lesion(1, 0.91, 0.05, 4.2, tuple(centroid))],
         heatmap=summarize_heatmap(heatmap, labels),
+        models=[  # a two-member stage-1 ensemble lists each member, as the engine does
+            ModelInfo("stage1_pancreas", "0.1.0+s2000+s2500", "a" * 64),
+            ModelInfo("stage1_pancreas", "0.1.0+s2000+s2500", "b" * 64),
+            ModelInfo("stage2_tumour", "0.1.0+s3500", "c" * 64),
+        ],
     )
     write_case_outputs(
         args.out,

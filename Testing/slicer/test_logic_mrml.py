@@ -278,6 +278,7 @@ def test_export_stores_a_correction_record_the_engine_reads(scene, core, tmp_pat
     assert [r.record_dir for r in records] == [result.record_dir]
     record = records[0]
     assert set(record.phases) == {"venous"}
+    assert record.model_versions["stage1_pancreas"]["sha256"] == ["a" * 64, "b" * 64]  # every member kept
     venous = sitk.ReadImage(str(record.phases["venous"]))
     assert np.allclose(sitk.GetArrayViewFromImage(venous), sitk.GetArrayViewFromImage(reference))
     assert np.array_equal(
