@@ -337,7 +337,7 @@ def register_run(stage: int, args: argparse.Namespace, summary: dict, minutes: f
         "training_data": describe_cache(args.cache or args.run / "cache"),
         "command": "pancreasai " + " ".join(sys.argv[1:]),
         "data_seed": args.data_seed,
-        "training_minutes": round(minutes, 1),
+        "training_minutes": round(max(minutes, logged_training_minutes(args.run)), 1),
         "validation": summary.get("metrics", {}),
         "validation_step": summary.get("step"),
         "licence": "Weights: research use only (derived from BTCV label maps).",
@@ -356,6 +356,23 @@ def register_run(stage: int, args: argparse.Namespace, summary: dict, minutes: f
         input_spec=default_spec(stage).to_dict(),
         card=card,
     )
+
+
+def logged_training_minutes(run_dir: Path) -> float:
+    """Wall minutes of the training loop over every process that worked on the run (from metrics.jsonl).
+
+    Why from the log: a run resumed for registration only would otherwise claim its last few seconds."""
+    total, last = 0.0, 0.0
+    path = run_dir / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    for line in lines:
+        elapsed = json.loads(line).get("elapsed_s")
+        if elapsed is None:
+            continue
+        if elapsed < last:  # a new process started counting from zero
+            total += last
+        last = elapsed
+    return (total + last) / 60.0
 
 
 def describe_cache(cache: Path) -> dict:

@@ -357,3 +357,13 @@ def test_fine_tuning_from_a_correction_record(small_case, tmp_path, monkeypatch)
     after = load_file(str(tmp_path / "ft" / "best.safetensors"))
     assert before.keys() == after.keys()
     assert any(not np.allclose(before[k].numpy(), after[k].numpy()) for k in before)
+
+
+def test_training_minutes_add_up_over_resumed_processes(tmp_path):
+    from PancreasAILib.cli.train import logged_training_minutes
+
+    log = [{"step": 10, "elapsed_s": 60.0}, {"step": 20, "elapsed_s": 120.0}, {"step": 20, "validation": {}}]
+    log += [{"step": 30, "elapsed_s": 30.0}, {"step": 40, "elapsed_s": 180.0}]  # resumed at step 20
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    assert logged_training_minutes(tmp_path) == (120.0 + 180.0) / 60.0
+    assert logged_training_minutes(tmp_path / "never-trained") == 0.0
