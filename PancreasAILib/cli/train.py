@@ -102,6 +102,14 @@ def _add_segmentation_arguments(parser: argparse.ArgumentParser, stage: int) -> 
         help="synthetic validation cases from the training anatomy with another seed (default 8)",
     )
     data.add_argument(
+        "--val-maps",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="leave-maps-out validation: keep these train-split maps (e.g. btcv_l2r/0023) out of training "
+        "and draw the --val-cases validation cases from them only",
+    )
+    data.add_argument(
         "--val-procedural",
         type=int,
         default=0,
@@ -213,7 +221,7 @@ def _build_cache(args: argparse.Namespace, progress) -> tuple[Path, Path]:
     elif args.data is not None:
         build_raw_dataset_cache(args.data, cache, progress=progress)
     elif args.synthetic > 0:
-        sources = resolve_anatomy(args.anatomy, "train")
+        sources = _split_maps(resolve_anatomy(args.anatomy, "train"), args.val_maps)[0]
         build_synthetic_cache(
             sources, cache, cases=args.synthetic, seed=args.data_seed, workers=args.workers, progress=progress
         )
@@ -233,7 +241,8 @@ def _build_cache(args: argparse.Namespace, progress) -> tuple[Path, Path]:
             "Pass --synthetic N (with --anatomy), --data RAW_DIR, --corrections DIR or --cache DIR.",
         )
     if args.val_cases > 0:
-        sources = resolve_anatomy(args.anatomy, "train")
+        training, held_out = _split_maps(resolve_anatomy(args.anatomy, "train"), args.val_maps)
+        sources = held_out or training
         build_synthetic_cache(
             sources,
             val_cache,
@@ -252,7 +261,44 @@ def _build_cache(args: argparse.Namespace, progress) -> tuple[Path, Path]:
             workers=args.workers,
             progress=progress,
         )
+    if args.val_maps:
+        _check_maps_apart(cache, val_cache, set(args.val_maps))
     return cache, val_cache
+
+
+def _split_maps(sources: list[str], held_out: list[str]) -> tuple[list[str], list[str]]:
+    """(training maps, validation maps) for leave-maps-out validation; every held-out name must exist."""
+    from PancreasAILib.synthesis.anatomy import anatomy_name
+
+    names = {anatomy_name(s): s for s in sources}
+    unknown = sorted(set(held_out) - set(names))
+    if unknown:
+        raise InputError(
+            f"--val-maps names {', '.join(unknown)}, which are not train-split maps under --anatomy.",
+            f"Choose among: {', '.join(sorted(names))}.",
+        )
+    training = [s for n, s in names.items() if n not in held_out]
+    if held_out and not training:
+        raise InputError("--val-maps holds out every training map.", "Keep at least one map for training.")
+    return training, [names[n] for n in held_out]
+
+
+def _check_maps_apart(cache: Path, val_cache: Path, held_out: set[str]) -> None:
+    """Refuse a training cache that holds cases of the validation maps (e.g. one built before)."""
+    leaked = held_out & set(describe_cache(cache)["anatomy_maps"]) if cache.is_dir() else set()
+    if leaked:
+        raise InputError(
+            f"The training cache {cache} holds cases made from {', '.join(sorted(leaked))}, "
+            "which --val-maps keeps for validation.",
+            "Pass a new --cache folder so the training cases are made without those maps.",
+        )
+    held_in_val = set(describe_cache(val_cache)["anatomy_maps"]) if val_cache.is_dir() else set()
+    stray = {m for m in held_in_val - held_out if not m.startswith("procedural/")}
+    if stray:
+        raise InputError(
+            f"The validation cache {val_cache} holds cases from training maps ({', '.join(sorted(stray))}).",
+            "Use a new --run folder, or delete its cache_val.",
+        )
 
 
 def run(args: argparse.Namespace) -> int:

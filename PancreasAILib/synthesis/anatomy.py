@@ -254,6 +254,11 @@ def array_to_image(array: np.ndarray, like: sitk.Image) -> sitk.Image:
     return image
 
 
+def anatomy_name(path: Path | str) -> str:
+    """The name a map goes by in the split, in model cards and in cache metadata (e.g. btcv_l2r/0023)."""
+    return _anatomy_name(Path(path), detect_scheme(Path(path), 0))
+
+
 def _anatomy_name(path: Path, scheme: str) -> str:
     stem = re.sub(r"(_label)?\.(nii\.gz|nii|nrrd|mha|mhd)$", "", path.name)
     return f"{path.parent.name}/{stem}" if path.parent.name in SCHEMES else f"{scheme}/{stem}"
@@ -287,7 +292,7 @@ def anatomy_split(root: Path | str) -> dict[str, list[Path]]:
     Maps that are not named in `ANATOMY_SPLIT` go to "other" (never used by default).
     """
     maps = list_anatomy_maps(root)
-    keyed = {_anatomy_name(p, detect_scheme(p, 0)): p for p in maps}
+    keyed = {anatomy_name(p): p for p in maps}
     split: dict[str, list[Path]] = {"train": [], "heldout": [], "other": []}
     named = set()
     for part, names in ANATOMY_SPLIT.items():

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from PancreasAILib.cli.main import main
 from PancreasAILib.corrections import write_correction_record
+from PancreasAILib.errors import InputError
 from PancreasAILib.models.registry import get_entry
 from PancreasAILib.training.augment import (
     SpatialDraw,
@@ -367,3 +368,60 @@ def test_training_minutes_add_up_over_resumed_processes(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
     assert logged_training_minutes(tmp_path) == (120.0 + 180.0) / 60.0
     assert logged_training_minutes(tmp_path / "never-trained") == 0.0
+
+
+@pytest.fixture()
+def fake_synthesis(tmp_path, monkeypatch):
+    """Three train-split maps (empty files) and a synthesis that only records which map each case used."""
+    import PancreasAILib.training.preprocess as preprocess
+    from PancreasAILib.synthesis.anatomy import anatomy_name
+
+    anatomy = tmp_path / "anatomy" / "btcv_l2r"
+    anatomy.mkdir(parents=True)
+    for i in (1, 2, 3):
+        (anatomy / f"{i:04d}.nii.gz").write_bytes(b"")
+
+    def build(sources, out_dir, *, cases, seed, first_index=0, workers=2, progress=None):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for i in range(first_index, first_index + cases):
+            if (out_dir / f"case{i}.npz").is_file():  # resumable, like the real synthesis
+                continue
+            meta = {"source": "synthetic", "anatomy": anatomy_name(sources[i % len(sources)]), "seed": seed}
+            save_case(out_dir / f"case{i}.npz", {"x": np.zeros(1)}, meta)
+
+    monkeypatch.setattr(preprocess, "build_synthetic_cache", build)
+    return anatomy.parent
+
+
+def _cache_command(anatomy, run, *extra):
+    from PancreasAILib.cli.main import build_parser
+
+    command = ["train", "stage1", "--synthetic", "6", "--val-cases", "2", "--anatomy", str(anatomy)]
+    return build_parser().parse_args([*command, "--run", str(run), *extra])
+
+
+def test_leave_maps_out_validation_keeps_the_held_maps_out_of_training(fake_synthesis, tmp_path):
+    from PancreasAILib.cli.train import _build_cache, describe_cache
+
+    args = _cache_command(fake_synthesis, tmp_path / "run", "--val-maps", "btcv_l2r/0003")
+    cache, val_cache = _build_cache(args, None)
+    assert describe_cache(cache)["anatomy_maps"] == ["btcv_l2r/0001", "btcv_l2r/0002"]
+    assert describe_cache(val_cache)["anatomy_maps"] == ["btcv_l2r/0003"]
+
+
+def test_leave_maps_out_validation_refuses_a_cache_that_saw_the_held_maps(fake_synthesis, tmp_path):
+    from PancreasAILib.cli.train import _build_cache
+
+    _build_cache(_cache_command(fake_synthesis, tmp_path / "old"), None)  # every map, as before
+    args = _cache_command(
+        fake_synthesis,
+        tmp_path / "new",
+        "--val-maps",
+        "btcv_l2r/0003",
+        "--cache",
+        str(tmp_path / "old" / "cache"),
+    )
+    with pytest.raises(InputError, match="btcv_l2r/0003"):
+        _build_cache(args, None)
+    with pytest.raises(InputError, match="not train-split maps"):
+        _build_cache(_cache_command(fake_synthesis, tmp_path / "x", "--val-maps", "btcv_l2r/0030"), None)
