@@ -17,8 +17,9 @@ import numpy as np
 
 from PancreasAILib.anomaly.evaluation import Setting, raw_maps
 from PancreasAILib.anomaly.heatmap import AnomalyModel
-from PancreasAILib.anomaly.metrics import auroc, dice
+from PancreasAILib.anomaly.metrics import auroc
 from PancreasAILib.anomaly.weights import update_heatmap_settings
+from PancreasAILib.evaluation.overlap import dice_score
 from PancreasAILib.training.anomaly_data import CacheSpec, build_cache, list_cases, load_cached_case
 
 
@@ -35,7 +36,7 @@ def fit_floor_and_threshold(raws: list[np.ndarray], labels: list[np.ndarray]) ->
             if not (lab == 2).any():
                 continue
             heat = np.clip(r / max(float(r.max()), floor, 1e-6), 0, 1)
-            scores.append(dice(heat >= thr, lab == 2))
+            scores.append(dice_score(heat >= thr, lab == 2))
         if scores and np.mean(scores) > best[1]:
             best = (float(round(thr, 2)), float(np.mean(scores)))
     return floor, best[0], best[1]

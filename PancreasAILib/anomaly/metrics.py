@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import rankdata
 
+from PancreasAILib.evaluation.overlap import dice_score
+
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     """Area under the ROC curve of `scores` for boolean `labels`; NaN when one class is absent."""
@@ -22,19 +24,12 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Dice of two boolean volumes; 1.0 when both are empty."""
-    pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
-    total = int(pred.sum()) + int(truth.sum())
-    return 1.0 if total == 0 else 2.0 * int((pred & truth).sum()) / total
-
-
 def case_metrics(heat: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
     """AUROC inside the true pancreas (tumour vs gland) and Dice of heat >= threshold vs the tumour."""
     inside = labels > 0
     tumour = labels == 2
     return {
         "auroc": auroc(heat[inside], tumour[inside]),
-        "dice": dice(heat >= threshold, tumour),
+        "dice": dice_score(heat >= threshold, tumour),
         "peak_in_tumour": float(heat[tumour].max()) if tumour.any() else float("nan"),
     }

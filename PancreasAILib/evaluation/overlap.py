@@ -24,6 +24,8 @@ class OverlapMetrics:
 
 
 def dice_score(pred: np.ndarray, true: np.ndarray) -> float:
+    """Dice of two masks (any truthy values); 1.0 when both are empty. The project's one Dice."""
+    pred, true = np.asarray(pred, bool), np.asarray(true, bool)
     total = int(pred.sum()) + int(true.sum())
     return 1.0 if total == 0 else float(2 * np.logical_and(pred, true).sum() / total)
 

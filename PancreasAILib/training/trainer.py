@@ -24,6 +24,7 @@ from torch import nn
 from PancreasAILib.cascade.grids import normalise_hu
 from PancreasAILib.cascade.predict import predict_stage1, predict_stage2
 from PancreasAILib.cascade.spec import STAGE1, STAGE2, StageSpec
+from PancreasAILib.evaluation.overlap import dice_score
 from PancreasAILib.models.multiphase import MultiPhaseConfig, MultiPhaseTumourNet
 from PancreasAILib.models.registry import save_weights
 from PancreasAILib.models.unet import CoarseUNet, CoarseUNetConfig
@@ -84,18 +85,13 @@ def build_model(config: TrainConfig) -> tuple[nn.Module, dict]:
     return MultiPhaseTumourNet(net_config), net_config.to_dict()
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = a.sum() + b.sum()
-    return float(2 * np.logical_and(a, b).sum() / total) if total else 1.0
-
-
 def validate(net: nn.Module, cases: list[dict], stage: int, spec: StageSpec, device: str) -> dict[str, float]:
     """Dice on whole validation volumes (stage 1: the scan; stage 2: the box, with a coarse prior)."""
     scores: dict[str, list[float]] = {}
     for case in cases:
         if stage == 1:
             prob = predict_stage1(net, normalise_hu(case["s1_image"]), case["phase_mask"], spec.patch, device)
-            scores.setdefault("gland_dice", []).append(dice(prob >= 0.5, case["s1_label"] > 0))
+            scores.setdefault("gland_dice", []).append(dice_score(prob >= 0.5, case["s1_label"] > 0))
         else:
             prior = validation_prior(case["s2_prior"])  # once per case, for both phase sets
             for name, mask in (("all", case["phase_mask"]), ("venous", np.array([False, True, False]))):
@@ -104,9 +100,9 @@ def validate(net: nn.Module, cases: list[dict], stage: int, spec: StageSpec, dev
                 probs, pdac = predict_stage2(net, image, prior, mask, spec.patch, device)
                 label = probs.argmax(axis=0)
                 truth = case["s2_label"]
-                scores.setdefault(f"gland_dice_{name}", []).append(dice(label > 0, truth > 0))
+                scores.setdefault(f"gland_dice_{name}", []).append(dice_score(label > 0, truth > 0))
                 if (truth == 2).any():
-                    scores.setdefault(f"tumour_dice_{name}", []).append(dice(label == 2, truth == 2))
+                    scores.setdefault(f"tumour_dice_{name}", []).append(dice_score(label == 2, truth == 2))
                 scores.setdefault(f"pdac_brier_{name}", []).append((pdac - float((truth == 2).any())) ** 2)
     out = {k: float(np.mean(v)) for k, v in scores.items()}
     if stage == 1:

@@ -16,9 +16,10 @@ import pytest
 import torch
 
 from PancreasAILib.anomaly import AnomalyModel, HeatmapResult
-from PancreasAILib.anomaly.metrics import auroc, case_metrics, dice
+from PancreasAILib.anomaly.metrics import auroc, case_metrics
 from PancreasAILib.anomaly.preprocess import PreprocessSpec, dilate_mm, prepare_slices, restore
 from PancreasAILib.anomaly.weights import register_anomaly_weights, update_heatmap_settings
+from PancreasAILib.evaluation.overlap import dice_score
 from PancreasAILib.models.ddpm import DDPMConfig, TinyUNet
 from PancreasAILib.models.noise_classifier import NoiseClassifier, NoiseClassifierConfig
 from PancreasAILib.models.registry import WeightsError, read_manifest, save_weights
@@ -138,7 +139,7 @@ def test_metrics():
     assert auroc(np.array([0.9, 0.8, 0.2, 0.1]), np.array([0, 0, 1, 1])) == 0.0
     assert auroc(np.ones(4), np.array([0, 0, 1, 1])) == 0.5
     assert np.isnan(auroc(np.ones(3), np.zeros(3)))
-    assert dice(np.array([1, 1, 0, 0]), np.array([1, 0, 0, 0])) == pytest.approx(2 / 3)
+    assert dice_score(np.array([1, 1, 0, 0]), np.array([1, 0, 0, 0])) == pytest.approx(2 / 3)
     m = case_metrics(np.array([0.0, 0.1, 0.9]), np.array([1, 1, 2]), 0.5)
     assert m["auroc"] == 1.0 and m["dice"] == 1.0
 
