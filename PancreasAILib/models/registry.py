@@ -265,7 +265,7 @@ def add_ensemble_member(
     if {k: tuple(v.shape) for k, v in candidate.items()} != shapes:
         raise WeightsError(
             f"{weights_file} does not fit the registered {name!r} network (different tensors or shapes).",
-            "Train the member with the registered network's configuration (`--init-from-shipped`).",
+            "Train the member with the registered network's widths (the default ones, or `--init-from-shipped`).",
         )
     target = folder / f"{name}.member{len(entry.members) + 1}.safetensors"
     _copy_atomically(weights_file, target)
