@@ -401,18 +401,18 @@ def _cache_command(anatomy, run, *extra):
 
 
 def test_leave_maps_out_validation_keeps_the_held_maps_out_of_training(fake_synthesis, tmp_path):
-    from PancreasAILib.cli.train import _build_cache, describe_cache
+    from PancreasAILib.cli.train_data import build_caches, describe_cache
 
     args = _cache_command(fake_synthesis, tmp_path / "run", "--val-maps", "btcv_l2r/0003")
-    cache, val_cache = _build_cache(args, None)
+    cache, val_cache = build_caches(args, None)
     assert describe_cache(cache)["anatomy_maps"] == ["btcv_l2r/0001", "btcv_l2r/0002"]
     assert describe_cache(val_cache)["anatomy_maps"] == ["btcv_l2r/0003"]
 
 
 def test_leave_maps_out_validation_refuses_a_cache_that_saw_the_held_maps(fake_synthesis, tmp_path):
-    from PancreasAILib.cli.train import _build_cache
+    from PancreasAILib.cli.train_data import build_caches
 
-    _build_cache(_cache_command(fake_synthesis, tmp_path / "old"), None)  # every map, as before
+    build_caches(_cache_command(fake_synthesis, tmp_path / "old"), None)  # every map, as before
     args = _cache_command(
         fake_synthesis,
         tmp_path / "new",
@@ -422,6 +422,6 @@ def test_leave_maps_out_validation_refuses_a_cache_that_saw_the_held_maps(fake_s
         str(tmp_path / "old" / "cache"),
     )
     with pytest.raises(InputError, match="btcv_l2r/0003"):
-        _build_cache(args, None)
+        build_caches(args, None)
     with pytest.raises(InputError, match="not train-split maps"):
-        _build_cache(_cache_command(fake_synthesis, tmp_path / "x", "--val-maps", "btcv_l2r/0030"), None)
+        build_caches(_cache_command(fake_synthesis, tmp_path / "x", "--val-maps", "btcv_l2r/0030"), None)
