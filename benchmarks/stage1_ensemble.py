@@ -1,4 +1,4 @@
-"""Run any `pancreasai` command with stage 1 replaced by the average of the shipped network and others.
+"""Run any `pancreasai` command with stage 1 replaced by the average of the shipped networks and others.
 
 A research check of a candidate before it is registered as an ensemble member
 (`pancreasai train stage1 ... --register --ensemble`):
@@ -25,8 +25,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import PancreasAILib.cascade.runner as runner
     from PancreasAILib.cli.main import main as pancreasai
-    from PancreasAILib.models.registry import get_entry
-    from PancreasAILib.models.unet import CoarseUNet, CoarseUNetConfig
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -34,19 +32,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extra", type=Path, nargs="+", required=True, help="stage-1 weights to average in")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the pancreasai command")
     args = parser.parse_args(argv)
-    config = CoarseUNetConfig.from_dict(get_entry("stage1_pancreas").config)
-    extra = []
-    for path in args.extra:
-        net = CoarseUNet(config)
-        net.load_state_dict(load_file(str(path)))
-        extra.append(net.eval())
-    single = runner.predict_stage1
+    extra = [load_file(str(path)) for path in args.extra]  # safetensors: data only
+    registered = runner.load_ensemble_weights
 
-    def averaged(net, image, mask, patch, device="cpu", overlap=0.25):
-        probs = [single(n, image, mask, patch, device, overlap) for n in (net, *extra)]
-        return sum(probs) / len(probs)
+    def with_extra(name, *rest, **kwargs):
+        # Every registered member and every extra network get the same weight in the average, exactly
+        # as if the extras had been registered with `--register --ensemble`.
+        states, entry = registered(name, *rest, **kwargs)
+        return (states + extra if name == runner.STAGE1_MODEL else states), entry
 
-    runner.predict_stage1 = averaged
+    runner.load_ensemble_weights = with_extra
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     return pancreasai(command)
 
