@@ -48,12 +48,16 @@ def test_registered_weights_load_bit_exact(registry):
         assert torch.equal(loaded[key], tensor)
 
 
-def test_tampered_weights_are_refused(registry):
-    root, _, _ = registry
-    path = root / "net.safetensors"
+def _flip_last_byte(path) -> None:
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
+
+
+def test_tampered_weights_are_refused(registry):
+    root, _, _ = registry
+    path = root / "net.safetensors"
+    _flip_last_byte(path)
     with pytest.raises(WeightsError, match="fail their checksum"):
         load_model_weights("net", root)
 
@@ -122,9 +126,7 @@ def test_a_tampered_ensemble_member_is_refused(registry, tmp_path):
     root, _, state = registry
     add_ensemble_member("net", _member_weights(tmp_path, state, 1.0), version="2", card={}, root=root)
     path = root / "net.member1.safetensors"
-    data = bytearray(path.read_bytes())
-    data[-1] ^= 0xFF
-    path.write_bytes(bytes(data))
+    _flip_last_byte(path)
     with pytest.raises(WeightsError, match="fail their checksum"):
         load_ensemble_weights("net", root)
 
