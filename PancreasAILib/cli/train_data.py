@@ -26,6 +26,11 @@ def build_caches(args: argparse.Namespace, progress) -> tuple[Path, Path]:
 
     cache = args.cache or args.run / "cache"
     val_cache = args.run / "cache_val"
+    uses_maps = args.synthetic > 0 or args.val_cases > 0
+    # Resolved and split once, so a wrong --val-maps name fails before any synthesis.
+    training_maps, validation_maps = (
+        _split_maps(resolve_anatomy(args.anatomy, "train"), args.val_maps) if uses_maps else ([], [])
+    )
     corrections = getattr(args, "corrections", None)
     if corrections is not None:
         from PancreasAILib.training.corrections_data import build_corrections_cache
@@ -34,9 +39,13 @@ def build_caches(args: argparse.Namespace, progress) -> tuple[Path, Path]:
     elif args.data is not None:
         build_raw_dataset_cache(args.data, cache, progress=progress)
     elif args.synthetic > 0:
-        sources = _split_maps(resolve_anatomy(args.anatomy, "train"), args.val_maps)[0]
         build_synthetic_cache(
-            sources, cache, cases=args.synthetic, seed=args.data_seed, workers=args.workers, progress=progress
+            training_maps,
+            cache,
+            cases=args.synthetic,
+            seed=args.data_seed,
+            workers=args.workers,
+            progress=progress,
         )
     if args.procedural > 0 and corrections is None and args.data is None:
         build_synthetic_cache(
@@ -54,10 +63,8 @@ def build_caches(args: argparse.Namespace, progress) -> tuple[Path, Path]:
             "Pass --synthetic N (with --anatomy), --data RAW_DIR, --corrections DIR or --cache DIR.",
         )
     if args.val_cases > 0:
-        training, held_out = _split_maps(resolve_anatomy(args.anatomy, "train"), args.val_maps)
-        sources = held_out or training
         build_synthetic_cache(
-            sources,
+            validation_maps or training_maps,
             val_cache,
             cases=args.val_cases,
             seed=args.data_seed + 1000,
