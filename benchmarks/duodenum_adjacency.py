@@ -7,8 +7,9 @@ Each synthetic case is made again from its dataset's recorded seed and configura
 keeping the organ map (the generator is deterministic; the script checks that the labels come out
 identical). For each case it prints the share of the true gland within `--within` mm of the
 duodenal wall, the gland recall of the prediction there and beyond, and the duodenum's median
-venous HU. Why: on the AMOS held-out map stage 1 misses the head, which the real duodenum hugs,
-while the C-loop that `synthesis/completion.add_duodenum` draws for the BTCV maps lies further out.
+venous HU. Why: on the AMOS held-out map stage 1 missed the head, which the real duodenum hugs,
+while the C-loop that `synthesis/completion.add_duodenum` drew for the BTCV maps until session 8
+lay further out (now it is placed against the head).
 """
 
 from __future__ import annotations

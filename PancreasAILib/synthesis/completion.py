@@ -137,23 +137,53 @@ def add_renal_vessels(array: np.ndarray, grid: Grid, aorta: Track, ivc: Track | 
         _tube(array, grid, control, 5.0, Organ.RENAL_VEIN)
 
 
+def _head_profile(array: np.ndarray, grid: Grid, line: Centreline, slab_mm: float = 6.0) -> np.ndarray:
+    """(K, 4) rows of z, right edge x, median y and left edge x of the head, top slab first."""
+    pts = _points(array, grid, Organ.PANCREAS)
+    _, fraction = line.project(pts)
+    head = pts[fraction < 0.35]
+    bottom, top = np.percentile(head[:, 2], [2, 95])
+    rows = []
+    for z in np.arange(top, bottom - 1e-6, -slab_mm):
+        slab = head[np.abs(head[:, 2] - z) <= slab_mm / 2]
+        if len(slab) >= 5:
+            x_right, x_left = np.percentile(slab[:, 0], [3, 97])
+            rows.append([z, x_right, np.median(slab[:, 1]), x_left])
+    if not rows:
+        raise ValueError("The pancreatic head is too small to draw a duodenum around.")
+    return np.asarray(rows)
+
+
 def add_duodenum(array: np.ndarray, grid: Grid, line: Centreline, aorta: Track) -> None:
-    """The duodenal C-loop around the pancreatic head: D1 to D4."""
-    head = line.points[0]
-    r = float(line.half_thickness[: max(2, len(line.points) // 4)].max()) + 2.0
-    (ax, ay), ar = aorta.at(head[2] - r - 18)
-    low = head[2] - r - 18.0
-    d2x = head[0] - r - 13.0
+    """The duodenal C-loop embracing the pancreatic head: D1 to D4.
+
+    Real duodenum hugs the head (on AMOS about 40 % of the gland lies within 15 mm of its wall):
+    D2 descends against the head's right border and D3 crosses just under the uncinate process,
+    in front of the IVC and aorta. The loop is placed from the head's own voxels, slab by slab, so
+    a network learns the head-duodenum interface it will meet in real scans.
+    """
+    radius = 11.0
+    profile = _head_profile(array, grid, line)
+    top, bottom = profile[0, 0], profile[-1, 0]
+    # D2 centres sit one radius minus 3 mm outside the head's right border: painting only into
+    # unlabelled voxels, the wall then lies on the gland without eating into it.
+    d2 = [[x_right - radius + 3.0, y + 3.0, z] for z, x_right, y, _ in profile[:: max(1, len(profile) // 4)]]
+    z3 = bottom - radius + 4.0
+    (ax, ay), ar = aorta.at(z3)
+    y3 = min(profile[-1, 2] + 4.0, float(ay - ar - radius + 2.0))  # in front of the aorta and IVC
+    first = d2[0]
     control = [
-        [head[0] + 10, head[1] - r - 22, head[2] + 22],  # D1 from the pylorus
-        [d2x + 4, head[1] - 8, head[2] + 20],
-        [d2x, head[1] + 2, head[2]],  # D2 descends right of the head
-        [d2x + 4, head[1] + 6, low + 6],
-        [head[0] + 5, ay - ar - 8, low],  # D3 crosses in front of the IVC and aorta
-        [ax + 22, ay - ar - 10, low + 4],
-        [ax + 30, ay - ar - 14, head[2] - 4],  # D4 ascends to the flexure
+        [first[0] + 14, first[1] - 30, top + 12],  # D1 from the pylorus, anterior
+        [first[0] + 2, first[1] - 12, top + 6],
+        *d2,
+        [profile[-1, 1] - radius + 6.0, y3, z3 + 2.0],  # the inferior flexure
+        [0.5 * (profile[-1, 1] + profile[-1, 3]), y3, z3],  # D3 under the uncinate process
+        [ax + ar + radius + 2.0, y3 - 2.0, z3 + 2.0],
+        [ax + ar + radius + 4.0, ay - ar - 12.0, z3 + 22.0],  # D4 ascends to the flexure
     ]
-    _tube(array, grid, control, [11, 12, 12, 11, 10, 10, 10], Organ.DUODENUM)
+    _tube(
+        array, grid, control, [radius + 1, radius + 1, *[radius] * len(d2), radius, 10, 10, 9], Organ.DUODENUM
+    )
 
 
 def complete_anatomy(anatomy: Anatomy) -> Anatomy:

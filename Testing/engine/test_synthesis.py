@@ -191,3 +191,33 @@ def test_real_anatomy_is_canonicalised_completed_and_split(shared_data):
     labels = sitk.GetArrayFromImage(case.labels)
     assert (labels == 1).sum() * 8 * 3 / 1000 > 10  # a real-size gland on the output grid
     assert case.meta["anatomy"] == "amos/amos_0013"
+
+
+def _gland_share_near_duodenum(anatomy, within_mm: float) -> float:
+    array = anatomy.array
+    distance = ndi.distance_transform_edt(array != Organ.DUODENUM, sampling=anatomy.labels.GetSpacing()[::-1])
+    gland = array == Organ.PANCREAS
+    return float((gland & (distance <= within_mm)).sum() / gland.sum())
+
+
+@pytest.mark.shared
+def test_drawn_duodenum_embraces_the_head_like_the_real_one(shared_data):
+    """BTCV has no duodenum; the drawn C-loop must hug the head as AMOS's annotated one does.
+
+    On AMOS 41 % of the gland lies within 15 mm of the duodenal wall; a loop drawn away from the
+    head (the session-7 generator: 1 % on this map) teaches stage 1 a head nobody scans.
+    """
+    root = shared_data / "anatomy"
+    amos_share = _gland_share_near_duodenum(load_anatomy(root / "amos" / "amos_0013_label.nii.gz"), 15.0)
+    raw = load_anatomy(root / "btcv_l2r" / "0001.nii.gz", complete=False)
+    drawn = load_anatomy(root / "btcv_l2r" / "0001.nii.gz")
+    assert not raw.has(Organ.DUODENUM) and drawn.has(Organ.DUODENUM)
+    assert amos_share > 0.3
+    assert 0.2 < _gland_share_near_duodenum(drawn, 15.0) < 2 * amos_share
+    assert _gland_share_near_duodenum(drawn, 5.0) > 0.03  # the wall touches the gland somewhere
+    # Annotated organs always win: not one gland voxel is painted over.
+    assert np.array_equal(raw.array == Organ.PANCREAS, drawn.array == Organ.PANCREAS)
+    # D2 runs to the right of the head (patient right is -x in LPS), D3 below the gland.
+    gland, duodenum = drawn.points_mm(Organ.PANCREAS), drawn.points_mm(Organ.DUODENUM)
+    assert duodenum[:, 0].min() < gland[:, 0].min()
+    assert duodenum[:, 2].min() < gland[:, 2].min()
