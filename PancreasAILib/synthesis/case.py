@@ -46,6 +46,11 @@ TRANSFORM_CONVENTION = (
 )
 
 
+# Bump whenever the same seed and configuration give other cases, so caches made by an older
+# generator are refused instead of silently mixed in. 2: the drawn duodenal C-loop hugs the head.
+GENERATOR_VERSION = 2
+
+
 @dataclass
 class SynthesisConfig:
     """What to make. Defaults are a clinical pancreas-protocol grid; `coarse()` is for stage-1 training."""
@@ -313,6 +318,7 @@ def synthesize_case(
     facts = _facts(tumour_inserts, duct_of, labels_f, labels_w, work, fine, table)
     organs = _organ_map(labels_w, work, fine, labels_f, ducts) if cfg.keep_organ_labels else None
     meta = {
+        "generator_version": GENERATOR_VERSION,
         "seed": int(seed),
         "case_index": int(case_index),
         "anatomy": anatomy.name,

@@ -36,7 +36,7 @@ from PancreasAILib.dicom_write import SeriesHeader, write_dicom_series
 from PancreasAILib.errors import InputError
 from PancreasAILib.phases import PHASE_ORDER, Phase
 from PancreasAILib.synthesis.anatomy import Anatomy, anatomy_split, list_anatomy_maps, load_anatomy_cached
-from PancreasAILib.synthesis.case import SynthesisConfig, SyntheticCase, synthesize_case
+from PancreasAILib.synthesis.case import GENERATOR_VERSION, SynthesisConfig, SyntheticCase, synthesize_case
 from PancreasAILib.synthesis.procedural import procedural_anatomy
 
 PROCEDURAL = "procedural"
@@ -196,6 +196,7 @@ def write_dataset(
             "training": [{"image": r["images"], "label": r["label"]} for r in records],
             "pancreasai": {
                 "generator": f"PancreasAILib.synthesis {__version__}",
+                "generator_version": GENERATOR_VERSION,
                 "seed": int(seed),
                 "channel_phases": {str(i): p.value for i, p in enumerate(phases)},
                 "reference_phase": Phase.VENOUS.value,

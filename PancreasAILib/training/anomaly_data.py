@@ -25,6 +25,7 @@ from PancreasAILib.anomaly.preprocess import PreprocessSpec, prepare_slices
 from PancreasAILib.errors import InputError
 from PancreasAILib.phases import PHASE_ORDER
 from PancreasAILib.synthesis import SynthesisConfig, synthesize_case
+from PancreasAILib.synthesis.case import GENERATOR_VERSION
 from PancreasAILib.synthesis.dataset import anatomy_for_case, resolve_anatomy
 
 ROI_SPACING_XYZ = (1.5, 1.5, 3.0)  # the cascade's stage-2 ROI grid
@@ -53,6 +54,7 @@ class CacheSpec:
     dr_fraction: float = 0.35  # share of domain-randomised cases (other intensity models)
     p_tumour: float = 0.8
     roi_margin_mm: tuple[float, float] = (10.0, 30.0)  # in-plane margin around the pancreas, per side
+    generator_version: int = GENERATOR_VERSION  # cases of another generator differ: never mixed in
 
 
 def _roi_box(
@@ -111,6 +113,13 @@ def build_cache(spec: CacheSpec, out_dir: Path, log=print) -> list[Path]:
         def same(a: dict) -> dict:  # what must match: all but the count, with the anatomy path resolved
             return {k: str(Path(v).resolve()) if k == "anatomy" else v for k, v in a.items() if k != "cases"}
 
+        made_by = old.get("generator_version", 1)
+        if made_by != spec.generator_version:
+            raise InputError(
+                f"The cache {out_dir} holds cases of synthesis generator version {made_by}; "
+                f"this PancreasAI makes version {spec.generator_version}, whose cases differ.",
+                "Use another cache folder, or delete this one.",
+            )
         if same(old) != same(record):
             raise InputError(
                 f"The cache {out_dir} holds cases made with other settings ({old}).",

@@ -87,6 +87,21 @@ def load_case(path: Path) -> dict[str, np.ndarray]:
 # --- sources -------------------------------------------------------------------------------------------------
 
 
+def _refuse_other_generator(cache: Path) -> None:
+    """Existing synthetic cases are kept on resume, so they must come from this generator."""
+    from PancreasAILib.synthesis.case import GENERATOR_VERSION
+
+    for path in sorted(cache.glob("syn_*.npz")):
+        with np.load(path, allow_pickle=False) as data:  # only the small meta entry is read
+            made_by = json.loads(str(data["meta"])).get("generator_version", 1)
+        if made_by != GENERATOR_VERSION:
+            raise InputError(
+                f"The cache {cache} holds synthetic cases of generator version {made_by} ({path.name}); "
+                f"this PancreasAI makes version {GENERATOR_VERSION}, whose cases differ.",
+                "Pass a new --cache folder (or delete this one) so every case comes from one generator.",
+            )
+
+
 def _synthetic_worker(args: tuple) -> str:
     sources, seed, index, out_dir = args
     from PancreasAILib.synthesis import SynthesisConfig, synthesize_case
@@ -111,6 +126,7 @@ def _synthetic_worker(args: tuple) -> str:
     arrays = preprocess_case(case.phases, case.labels)
     meta = {
         "source": "synthetic",
+        "generator_version": case.meta["generator_version"],
         "anatomy": case.meta["anatomy"],
         "seed": seed,
         "index": index,
@@ -133,6 +149,7 @@ def build_synthetic_cache(
 ) -> list[Path]:
     """Synthesise and preprocess `cases` cases into `out_dir` (resumable: existing cases are kept)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    _refuse_other_generator(out_dir)
     jobs = [(tuple(sources), seed, i, str(out_dir)) for i in range(first_index, first_index + cases)]
     names = []
     if workers <= 1:

@@ -177,3 +177,18 @@ def test_default_table_starts_at_the_operating_point_and_varies_one_thing_at_a_t
             row.phases != "avd",
         ]
         assert sum(changed) == 1
+
+
+def test_anomaly_cache_refuses_cases_of_another_generator(tmp_path):
+    from PancreasAILib.training.anomaly_data import build_cache
+
+    spec = CacheSpec("anatomy", "heldout", 0, seed=1)
+    recorded = json.loads(json.dumps(spec.__dict__, default=list))
+    del recorded["generator_version"]  # a cache made before the version was recorded
+    (tmp_path / "spec.json").write_text(json.dumps(recorded))
+    with pytest.raises(InputError, match="generator version 1"):
+        build_cache(spec, tmp_path)
+    (tmp_path / "spec.json").unlink()
+    build_cache(spec, tmp_path)
+    build_cache(spec, tmp_path)  # the same generator and settings: resumed
+    assert json.loads((tmp_path / "spec.json").read_text())["generator_version"] == spec.generator_version

@@ -425,3 +425,23 @@ def test_leave_maps_out_validation_refuses_a_cache_that_saw_the_held_maps(fake_s
         build_caches(args, None)
     with pytest.raises(InputError, match="not train-split maps"):
         build_caches(_cache_command(fake_synthesis, tmp_path / "x", "--val-maps", "btcv_l2r/0030"), None)
+
+
+def test_synthetic_cache_refuses_cases_of_another_generator(tmp_path):
+    """A resumed cache keeps its cases, so cases of an older generator would be mixed in silently."""
+    from PancreasAILib.synthesis.case import GENERATOR_VERSION
+    from PancreasAILib.training.preprocess import build_synthetic_cache, save_case
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    old_meta = {"source": "synthetic", "anatomy": "btcv_l2r/0001", "seed": 1}  # before versions were kept
+    save_case(cache / "syn_00000.npz", {"x": np.zeros(1)}, old_meta)
+    with pytest.raises(InputError, match=r"generator version 1.*new --cache"):
+        build_synthetic_cache(["procedural"], cache, cases=1, seed=1, workers=1)
+    save_case(
+        cache / "syn_00000.npz", {"x": np.zeros(1)}, {**old_meta, "generator_version": GENERATOR_VERSION}
+    )
+    # a case of this generator is resumed, not made again
+    assert build_synthetic_cache(["procedural"], cache, cases=1, seed=1, workers=1) == [
+        cache / "syn_00000.npz"
+    ]
