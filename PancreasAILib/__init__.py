@@ -3,4 +3,4 @@
 Research use only, not for clinical use.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
