@@ -137,8 +137,8 @@ def add_renal_vessels(array: np.ndarray, grid: Grid, aorta: Track, ivc: Track | 
         _tube(array, grid, control, 5.0, Organ.RENAL_VEIN)
 
 
-def _head_profile(array: np.ndarray, grid: Grid, line: Centreline, slab_mm: float = 6.0) -> np.ndarray:
-    """(K, 4) rows of z, right edge x, median y and left edge x of the head, top slab first."""
+def _head_profile(array: np.ndarray, grid: Grid, line: Centreline, slab_mm: float = 6.0) -> np.ndarray | None:
+    """(K, 4) rows of z, right edge x, median y and left edge x of the head, top slab first (None: no head)."""
     pts = _points(array, grid, Organ.PANCREAS)
     _, fraction = line.project(pts)
     head = pts[fraction < 0.35]
@@ -149,21 +149,22 @@ def _head_profile(array: np.ndarray, grid: Grid, line: Centreline, slab_mm: floa
         if len(slab) >= 5:
             x_right, x_left = np.percentile(slab[:, 0], [3, 97])
             rows.append([z, x_right, np.median(slab[:, 1]), x_left])
-    if not rows:
-        raise ValueError("The pancreatic head is too small to draw a duodenum around.")
-    return np.asarray(rows)
+    return np.asarray(rows) if rows else None
 
 
-def add_duodenum(array: np.ndarray, grid: Grid, line: Centreline, aorta: Track) -> None:
+def add_duodenum(array: np.ndarray, grid: Grid, line: Centreline, aorta: Track) -> bool:
     """The duodenal C-loop embracing the pancreatic head: D1 to D4.
 
     Real duodenum hugs the head (on AMOS about 40 % of the gland lies within 15 mm of its wall):
     D2 descends against the head's right border and D3 crosses just under the uncinate process,
     in front of the IVC and aorta. The loop is placed from the head's own voxels, slab by slab, so
-    a network learns the head-duodenum interface it will meet in real scans.
+    a network learns the head-duodenum interface it will meet in real scans. Returns False (and
+    draws nothing) when the map's head is too small to place it against.
     """
     radius = 11.0
     profile = _head_profile(array, grid, line)
+    if profile is None:
+        return False
     top, bottom = profile[0, 0], profile[-1, 0]
     # D2 centres sit one radius minus 3 mm outside the head's right border: painting only into
     # unlabelled voxels, the wall then lies on the gland without eating into it.
@@ -184,6 +185,7 @@ def add_duodenum(array: np.ndarray, grid: Grid, line: Centreline, aorta: Track) 
     _tube(
         array, grid, control, [radius + 1, radius + 1, *[radius] * len(d2), radius, 10, 10, 9], Organ.DUODENUM
     )
+    return True
 
 
 def complete_anatomy(anatomy: Anatomy) -> Anatomy:
@@ -210,8 +212,7 @@ def complete_anatomy(anatomy: Anatomy) -> Anatomy:
         notes.append(
             "drew coeliac trunk, hepatic, splenic, superior mesenteric and renal arteries, renal veins"
         )
-        if not np.any(array == Organ.DUODENUM):
-            add_duodenum(array, grid, line, aorta)
+        if not np.any(array == Organ.DUODENUM) and add_duodenum(array, grid, line, aorta):
             notes.append("drew the duodenal C-loop (absent from the map)")
     return Anatomy(
         labels=array_to_image(array, anatomy.labels), name=anatomy.name, source=anatomy.source, notes=notes

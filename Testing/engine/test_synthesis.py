@@ -221,3 +221,21 @@ def test_drawn_duodenum_embraces_the_head_like_the_real_one(shared_data):
     gland, duodenum = drawn.points_mm(Organ.PANCREAS), drawn.points_mm(Organ.DUODENUM)
     assert duodenum[:, 0].min() < gland[:, 0].min()
     assert duodenum[:, 2].min() < gland[:, 2].min()
+
+
+def test_duodenum_is_not_drawn_around_a_head_too_small_to_place_it():
+    from PancreasAILib.synthesis.centreline import pancreas_centreline, vertical_track
+    from PancreasAILib.synthesis.completion import add_duodenum
+    from PancreasAILib.synthesis.grid import Grid
+
+    array = np.zeros((20, 40, 40), np.uint8)
+    array[10, 20, 5:15] = Organ.PANCREAS  # a 10-voxel sliver: its head has fewer than 5 voxels
+    array[:, 30, 30] = Organ.AORTA
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((2.0, 2.0, 3.0))
+    grid = Grid.of_image(image)
+    points = lambda organ: np.argwhere(array == organ)[:, ::-1] * np.array([2.0, 2.0, 3.0])  # noqa: E731
+    line = pancreas_centreline(points(Organ.PANCREAS))
+    aorta = vertical_track(points(Organ.AORTA), 3.0, 4.0)
+    assert add_duodenum(array, grid, line, aorta) is False
+    assert not np.any(array == Organ.DUODENUM)
