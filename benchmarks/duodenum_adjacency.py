@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import fields
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,12 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     recorded = json.loads((args.data / "dataset.json").read_text())["pancreasai"]
-    known = {f.name for f in fields(SynthesisConfig)}
-    settings = {k: v for k, v in recorded["config"].items() if k in known}
-    settings["phases"] = tuple(Phase(p) for p in settings["phases"])
-    settings["z_margin_mm"] = tuple(settings["z_margin_mm"])
-    settings["tumour_count_probs"] = tuple(settings["tumour_count_probs"])
-    config = SynthesisConfig(**{**settings, "keep_organ_labels": True})
+    config = replace(SynthesisConfig.from_dict(recorded["config"]), keep_organ_labels=True)
     maps = {anatomy_name(p): p for p in list_anatomy_maps(args.anatomy or recorded["anatomy_source"])}
     names = args.cases or sorted(p.stem for p in (args.data / "cases").glob("*.json"))
     print(

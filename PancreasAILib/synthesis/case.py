@@ -11,7 +11,7 @@ asked (phases, organ maps, worker count).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import SimpleITK as sitk
@@ -83,6 +83,18 @@ class SynthesisConfig:
         out["z_margin_mm"] = list(self.z_margin_mm)
         out["tumour_count_probs"] = list(self.tumour_count_probs)
         return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SynthesisConfig:
+        """The inverse of `to_dict` (e.g. a dataset.json's record); keys this version does not know are ignored."""
+        known = {f.name for f in fields(cls)} & data.keys()
+        values = {k: data[k] for k in known}
+        if "phases" in values:
+            values["phases"] = tuple(Phase(p) for p in values["phases"])
+        for key in ("z_margin_mm", "tumour_count_probs"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values)
 
 
 @dataclass

@@ -108,21 +108,20 @@ def build_cache(spec: CacheSpec, out_dir: Path, log=print) -> list[Path]:
     record = json.loads(json.dumps(spec.__dict__, default=list))
     spec_file = out_dir / "spec.json"
     if spec_file.is_file():  # never mix cases made with other settings in one folder
-        old = json.loads(spec_file.read_text())
+        old = {"generator_version": 1, **json.loads(spec_file.read_text())}  # unrecorded before version 2
 
         def same(a: dict) -> dict:  # what must match: all but the count, with the anatomy path resolved
             return {k: str(Path(v).resolve()) if k == "anatomy" else v for k, v in a.items() if k != "cases"}
 
-        made_by = old.get("generator_version", 1)
-        if made_by != spec.generator_version:
-            raise InputError(
-                f"The cache {out_dir} holds cases of synthesis generator version {made_by}; "
-                f"this PancreasAI makes version {spec.generator_version}, whose cases differ.",
-                "Use another cache folder, or delete this one.",
+        was, now = same(old), same(record)
+        if was != now:
+            changed = ", ".join(
+                f"{k.replace('_', ' ')} {was.get(k)} → {now.get(k)}"
+                for k in sorted(was.keys() | now.keys())
+                if was.get(k) != now.get(k)
             )
-        if same(old) != same(record):
             raise InputError(
-                f"The cache {out_dir} holds cases made with other settings ({old}).",
+                f"The cache {out_dir} holds cases made with other settings ({changed}).",
                 "Use another cache folder, or delete this one.",
             )
         record["cases"] = max(int(old.get("cases", 0)), spec.cases)

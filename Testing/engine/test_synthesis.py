@@ -6,6 +6,8 @@ clone; the real-anatomy tests skip without ../shared/data.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -239,3 +241,10 @@ def test_duodenum_is_not_drawn_around_a_head_too_small_to_place_it():
     aorta = vertical_track(points(Organ.AORTA), 3.0, 4.0)
     assert add_duodenum(array, grid, line, aorta) is False
     assert not np.any(array == Organ.DUODENUM)
+
+
+def test_config_round_trips_through_its_dataset_record():
+    """Benchmarks rebuild a dataset's cases from the config that dataset.json records."""
+    config = SynthesisConfig.coarse(p_tumour=0.3, phases=(Phase.VENOUS, Phase.ARTERIAL))
+    record = json.loads(json.dumps(config.to_dict()))
+    assert SynthesisConfig.from_dict({**record, "from_a_later_version": 1}) == config
