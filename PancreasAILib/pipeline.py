@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from PancreasAILib.cascade.calibration import phase_key
 from PancreasAILib.cascade.grids import array_to_grid
 from PancreasAILib.cascade.runner import Cascade, CascadeResult, paste_roi
 from PancreasAILib.dicom_read import hashed_key
@@ -32,7 +33,7 @@ from PancreasAILib.export import (
     summarize_heatmap,
     write_case_outputs,
 )
-from PancreasAILib.phases import PhaseSet
+from PancreasAILib.phases import PHASE_ORDER, PhaseSet
 from PancreasAILib.progress import ProgressCallback, null_progress
 from PancreasAILib.registration import AlignedCase, align_phase_set
 
@@ -157,15 +158,26 @@ def _fill_segmentation(report: Report, result: CascadeResult, models: EngineMode
         )
         for c in result.lesions
     ]
-    how = (
-        "a logistic calibration of the head and the strongest lesion's confidence"
-        if models.cascade is not None and models.cascade.calibration is not None
-        else "the mean of the head and the strongest lesion's confidence (uncalibrated)"
-    )
     report.notes.append(
-        f"PDAC classification head {result.classifier_probability:.3f}; likelihood = {how}. "
-        "Research use only, not for clinical use."
+        f"PDAC classification head {result.classifier_probability:.3f}; likelihood = "
+        f"{_likelihood_method(result, models)}. Research use only, not for clinical use."
     )
+
+
+def _likelihood_method(result: CascadeResult, models: EngineModels) -> str:
+    """Which calibration made the likelihood, so a reader knows whether its 0.5 means anything."""
+    key = result.likelihood_calibration
+    if key is None or models.cascade is None or models.cascade.calibration is None:
+        return "the mean of the head and the strongest lesion's confidence (uncalibrated)"
+    fit = models.cascade.calibration.by_phases[key]
+    how = (
+        "a logistic calibration of the head and the strongest lesion's confidence, "
+        f"fitted on {fit.fitted_on} cases with {key.replace('+', ', ')}"
+    )
+    present = phase_key(p for p, there in zip(PHASE_ORDER, result.phase_mask, strict=True) if there)
+    if key != present:
+        how += f" (none is fitted for {present.replace('+', ', ')}: read the likelihood as a ranking)"
+    return how
 
 
 def _heatmap(

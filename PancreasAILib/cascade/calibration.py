@@ -5,15 +5,21 @@ their raw mean sits above 0.5 for almost every case and 0.5 means nothing. A two
 regression on their logits, fitted on cases the networks were not selected on, turns them into a
 probability whose 0.5 threshold separates cases; it ships beside the stage-2 weights in the
 manifest (plain numbers, no code). Without a calibration the uncalibrated mean is used.
+
+One fit cannot serve every subset of phases: with fewer phases both scores shift (the three-phase
+fit of release 0.2.0 called every healthy delayed-only case positive), so `PhaseCalibrations` keeps
+one fit per subset, and a subset without its own fit uses the three-phase fit and says so.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import minimize
+
+from PancreasAILib.phases import PHASE_ORDER, Phase
 
 EPS = 1e-4
 
@@ -82,4 +88,52 @@ class LikelihoodCalibration:
             return None
         return cls(
             float(data["w_head"]), float(data["w_lesion"]), float(data["bias"]), int(data.get("fitted_on", 0))
+        )
+
+
+def phase_key(phases: Iterable[Phase | str]) -> str:
+    """The manifest's name for a subset of phases, in PHASE_ORDER: e.g. "arterial+venous"."""
+    names = {Phase(p).value for p in phases}
+    if not names:
+        raise ValueError("A calibration needs at least one phase.")
+    return "+".join(p.value for p in PHASE_ORDER if p.value in names)
+
+
+ALL_PHASES = phase_key(PHASE_ORDER)
+
+
+@dataclass(frozen=True)
+class PhaseCalibrations:
+    """The likelihood calibration of each subset of phases it was fitted on (keys from `phase_key`)."""
+
+    by_phases: Mapping[str, LikelihoodCalibration] = field(default_factory=dict)
+
+    def select(self, phases: Iterable[Phase | str]) -> tuple[LikelihoodCalibration | None, str | None]:
+        """The fit for exactly these phases, else the three-phase fit; with the key of the one chosen."""
+        key = phase_key(phases)
+        for candidate in (key, ALL_PHASES):
+            if candidate in self.by_phases:
+                return self.by_phases[candidate], candidate
+        return None, None
+
+    def merged(self, newer: PhaseCalibrations) -> PhaseCalibrations:
+        return PhaseCalibrations({**self.by_phases, **newer.by_phases})
+
+    def to_dict(self) -> dict[str, dict[str, dict[str, float | int]]]:
+        ordered = sorted(self.by_phases, key=lambda k: (-k.count("+"), k))  # three phases first
+        return {"by_phases": {k: self.by_phases[k].to_dict() for k in ordered}}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PhaseCalibrations | None:
+        """Also reads the single fit of releases up to 0.2.0 (fitted on three-phase cases)."""
+        if not data:
+            return None
+        if "by_phases" not in data:
+            legacy = LikelihoodCalibration.from_dict(data)
+            return cls({ALL_PHASES: legacy}) if legacy else None
+        return cls(
+            {
+                phase_key(k.split("+")): LikelihoodCalibration.from_dict(v)
+                for k, v in data["by_phases"].items()
+            }
         )

@@ -17,7 +17,7 @@ import SimpleITK as sitk
 import torch
 from scipy import ndimage as ndi
 
-from PancreasAILib.cascade.calibration import LikelihoodCalibration
+from PancreasAILib.cascade.calibration import PhaseCalibrations
 from PancreasAILib.cascade.grids import array_to_grid, grid_for_box, image_box, normalise_hu, resample_onto
 from PancreasAILib.cascade.lesions import LesionCandidate, extract_lesions, pdac_likelihood
 from PancreasAILib.cascade.predict import predict_stage1, predict_stage2
@@ -49,6 +49,7 @@ class CascadeResult:
     roi_gland: np.ndarray | None = None  # predicted pancreas incl. tumour on the ROI grid
     phase_mask: np.ndarray | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
+    likelihood_calibration: str | None = None  # phase key of the calibration used (None: uncalibrated)
 
 
 @dataclass
@@ -60,7 +61,7 @@ class Cascade:
     entries: list[ModelEntry]
     device: torch.device
     restrict_to_pancreas: bool = True
-    calibration: LikelihoodCalibration | None = None
+    calibration: PhaseCalibrations | None = None
     mirror: bool = True  # test-time mirroring in stage 2
 
     @classmethod
@@ -97,7 +98,7 @@ class Cascade:
             if isinstance(net, torch.nn.Module):  # an external stage 1 places itself
                 net.to(dev).eval()
         spec2 = StageSpec.from_dict(entry2.input_spec)
-        calibration = LikelihoodCalibration.from_dict(entry2.calibration)
+        calibration = PhaseCalibrations.from_dict(entry2.calibration)
         return cls(stage1, stage2, spec1, spec2, entries, dev, restrict_to_pancreas, calibration, mirror)
 
     def run(
@@ -166,6 +167,7 @@ class Cascade:
         detection_ref = paste_roi(array_to_grid(detection.astype(np.float32), roi), reference)
         timings["lesions"] = time.perf_counter() - start
         progress("lesions", 1.0, f"{len(lesions)} lesion(s)")
+        calibration, calibration_key = self.calibration.select(images) if self.calibration else (None, None)
         return CascadeResult(
             True,
             None,
@@ -173,12 +175,13 @@ class Cascade:
             detection_ref,
             lesions,
             classifier,
-            pdac_likelihood(classifier, lesions, self.calibration),
+            pdac_likelihood(classifier, lesions, calibration),
             roi,
             roi_hu,
             gland,
             mask,
             timings,
+            calibration_key,
         )
 
     def _stage1_probability(

@@ -5,6 +5,11 @@ shipped weights: synthetic cases from the training maps with a fresh seed, never
 used for evaluation), then `pancreasai calibrate --pred PRED --gt DATA --register` stores the fit
 beside the stage-2 weights. The figures printed are in-sample; judge the calibration with
 `pancreasai evaluate` on held-out cases.
+
+Each subset of phases gets its own fit (the scores shift when phases are missing): segment the same
+cases once per subset (`segment --batch DATA --phases venous --out PRED_V`, ...) and pass every
+prediction folder to one `--pred`. Cases are grouped by the phases their reports name; `--register`
+stores one fit per subset and keeps earlier fits of other subsets for the same weights.
 """
 
 from __future__ import annotations
@@ -13,11 +18,15 @@ import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import SimpleITK as sitk
 
 from PancreasAILib.errors import InputError
+
+if TYPE_CHECKING:
+    from PancreasAILib.cascade.calibration import LikelihoodCalibration
 
 
 @dataclass
@@ -27,6 +36,7 @@ class CalibrationCase:
     strongest_lesion: float
     has_tumour: bool
     stage2_version: str | None
+    phases: str  # phase_key of the phases the case was segmented with
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,7 +46,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--pred", type=Path, required=True, metavar="DIR", help="`segment --batch` output")
+    parser.add_argument(
+        "--pred",
+        type=Path,
+        nargs="+",
+        required=True,
+        metavar="DIR",
+        help="`segment --batch` output folder(s), e.g. one per subset of phases",
+    )
     parser.add_argument(
         "--gt", type=Path, required=True, metavar="DIR", help="nnU-Net-raw dataset or label folder"
     )
@@ -45,6 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def read_cases(pred_root: Path, gt_root: Path) -> list[CalibrationCase]:
+    from PancreasAILib.cascade.calibration import phase_key
     from PancreasAILib.evaluation.evaluate import _truth_path
 
     cases = []
@@ -57,42 +75,36 @@ def read_cases(pred_root: Path, gt_root: Path) -> list[CalibrationCase]:
         has_tumour = bool((truth == 2).any())
         strongest = max((lesion["confidence"] for lesion in report.get("lesions", [])), default=0.0)
         version = next((m["version"] for m in report.get("models", []) if m["name"] == "stage2_tumour"), None)
-        cases.append(
-            CalibrationCase(report_file.parent.name, float(head), float(strongest), has_tumour, version)
-        )
+        name = report_file.parent.name
+        if not report.get("phases"):
+            raise InputError(f"{report_file} names no phases.", "Segment the case again with this version.")
+        phases = phase_key(report["phases"])
+        cases.append(CalibrationCase(name, float(head), float(strongest), has_tumour, version, phases))
     return cases
 
 
 def run(args: argparse.Namespace) -> int:
-    from PancreasAILib.cascade.calibration import LikelihoodCalibration, uncalibrated_likelihood
+    from PancreasAILib.cascade.calibration import PhaseCalibrations
     from PancreasAILib.cascade.runner import STAGE2_MODEL
-    from PancreasAILib.evaluation.detection import auroc, sensitivity_specificity
     from PancreasAILib.models.registry import get_entry, set_calibration
 
-    cases = read_cases(args.pred, args.gt)
-    if len(cases) < 4:
+    cases = [case for root in args.pred for case in read_cases(root, args.gt)]
+    groups: dict[str, list[CalibrationCase]] = {}
+    for case in cases:
+        groups.setdefault(case.phases, []).append(case)
+    fits = {}
+    for key in sorted(groups, key=lambda k: (-k.count("+"), k)):
+        fit = _fit_group(key, groups[key])
+        if fit is not None:
+            fits[key] = fit
+    if not fits:
         raise InputError(
-            f"{args.pred} holds {len(cases)} segmented case(s) with a classifier probability; calibration needs 4+.",
+            f"No subset of phases in {', '.join(map(str, args.pred))} has 4+ segmented cases with and "
+            "without a tumour; calibration needs both.",
             "Segment more cases with `pancreasai segment --batch` (this version's reports) first.",
         )
-    labels = np.array([c.has_tumour for c in cases])
-    if labels.all() or not labels.any():
-        raise InputError(
-            "Calibration needs cases with and without a tumour.", "Add cases of the missing kind."
-        )
-    calibration = LikelihoodCalibration.fit(
-        [c.head for c in cases], [c.strongest_lesion for c in cases], labels
-    )
-    before = np.array([uncalibrated_likelihood(c.head, c.strongest_lesion) for c in cases])
-    after = np.array([calibration(c.head, c.strongest_lesion) for c in cases])
-    print(f"{len(cases)} cases ({int(labels.sum())} with tumour); in-sample figures at threshold 0.5")
-    for title, scores in (("uncalibrated", before), ("calibrated", after)):
-        sens, spec = sensitivity_specificity(labels, scores)
-        brier = float(np.mean((scores - labels) ** 2))
-        print(
-            f"{title:<13} AUROC {auroc(labels, scores):.3f}  sens {sens:.3f}  spec {spec:.3f}  Brier {brier:.3f}"
-        )
-    print("calibration:", json.dumps(calibration.to_dict()))
+    calibrations = PhaseCalibrations(fits)
+    print("calibration:", json.dumps(calibrations.to_dict()))
     if args.register:
         entry = get_entry(STAGE2_MODEL)
         versions = {c.stage2_version for c in cases}
@@ -102,6 +114,36 @@ def run(args: argparse.Namespace) -> int:
                 f"but {entry.version} is registered.",
                 "Segment the cases again with the registered weights, then calibrate.",
             )
-        set_calibration(STAGE2_MODEL, calibration.to_dict())
-        print(f"stored in the manifest entry of {STAGE2_MODEL} {entry.version}")
+        earlier = PhaseCalibrations.from_dict(entry.calibration) or PhaseCalibrations()
+        stored = earlier.merged(calibrations)
+        set_calibration(STAGE2_MODEL, stored.to_dict())
+        kept = sorted(set(earlier.by_phases) - set(fits))
+        print(
+            f"stored in the manifest entry of {STAGE2_MODEL} {entry.version}: {', '.join(fits)}"
+            + (f" (kept the earlier fits of {', '.join(kept)})" if kept else "")
+        )
     return 0
+
+
+def _fit_group(key: str, cases: list[CalibrationCase]) -> LikelihoodCalibration | None:
+    """Fit one subset of phases and print its in-sample figures; None (said why) when it cannot be fitted."""
+    from PancreasAILib.cascade.calibration import LikelihoodCalibration, uncalibrated_likelihood
+    from PancreasAILib.evaluation.detection import auroc, sensitivity_specificity
+
+    labels = np.array([c.has_tumour for c in cases])
+    print(f"{key}: {len(cases)} cases ({int(labels.sum())} with tumour); in-sample figures at threshold 0.5")
+    if len(cases) < 4 or labels.all() or not labels.any():
+        print("  skipped: a fit needs 4+ cases, with and without a tumour")
+        return None
+    calibration = LikelihoodCalibration.fit(
+        [c.head for c in cases], [c.strongest_lesion for c in cases], labels
+    )
+    before = np.array([uncalibrated_likelihood(c.head, c.strongest_lesion) for c in cases])
+    after = np.array([calibration(c.head, c.strongest_lesion) for c in cases])
+    for title, scores in (("uncalibrated", before), ("calibrated", after)):
+        sens, spec = sensitivity_specificity(labels, scores)
+        brier = float(np.mean((scores - labels) ** 2))
+        print(
+            f"  {title:<13} AUROC {auroc(labels, scores):.3f}  sens {sens:.3f}  spec {spec:.3f}  Brier {brier:.3f}"
+        )
+    return calibration

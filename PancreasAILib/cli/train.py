@@ -173,6 +173,15 @@ def _add_segmentation_arguments(parser: argparse.ArgumentParser, stage: int) -> 
         help="smooth elastic deformation of the rotated/scaled patches, largest offset in voxels "
         "(in-plane; half along z); bends organs against each other (default 0: affine only)",
     )
+    opt.add_argument(
+        "--scale",
+        type=float,
+        nargs=2,
+        default=(0.75, 1.3),
+        metavar=("MIN", "MAX"),
+        help="zoom range of the rotated/scaled patches; above 1 a body looks smaller, so raise MAX for "
+        "small patients (default 0.75 1.3; the BTCV maps are large adults, AMOS 0013 is about 0.75 of them)",
+    )
     opt.add_argument("--val-every", type=int, default=250)
     opt.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     opt.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
@@ -211,6 +220,10 @@ def run(args: argparse.Namespace) -> int:
     stage = args.stage_number
     if args.elastic < 0:
         raise InputError(f"--elastic {args.elastic} is negative.", "Pass 0 (off) or an offset such as 2.")
+    if not 0 < args.scale[0] <= args.scale[1]:
+        raise InputError(
+            f"--scale {args.scale[0]} {args.scale[1]} is not a zoom range.", "Pass MIN <= MAX, both above 0."
+        )
     if args.ensemble and not args.register:
         raise InputError("--ensemble adds the trained weights to the registry.", "Add --register.")
     if args.init_from_shipped and (args.channels or getattr(args, "large", False)):
@@ -249,6 +262,7 @@ def run(args: argparse.Namespace) -> int:
         p_all_phases=args.p_all_phases,
         p_venous_only=args.p_venous_only,
         elastic_voxels=args.elastic,
+        scale=tuple(args.scale),
         val_every=args.val_every,
         device=device,
         channels=tuple(args.channels) if args.channels else None,

@@ -63,6 +63,7 @@ class PatchSampler:
         p_all_phases: float = 0.4,
         p_venous_only: float = 0.0,
         elastic_voxels: float = 0.0,
+        scale: tuple[float, float] = (0.75, 1.3),
     ) -> None:
         if stage not in (1, 2):
             raise ValueError("stage must be 1 or 2")
@@ -76,6 +77,7 @@ class PatchSampler:
         self.p_venous_only = p_venous_only
         self.spatial = spatial  # share of patches drawn through a random rotation and scaling
         self.elastic_voxels = elastic_voxels  # largest elastic offset of those patches (0: affine only)
+        self.scale = scale  # zoom range of those patches (> 1: the body looks smaller)
         self._tumour_voxels: list[np.ndarray | None] = []
         self._gland_voxels: list[np.ndarray] = []
         self._index(self.cases)
@@ -106,7 +108,9 @@ class PatchSampler:
             centre = None
         start = crop_start(label.shape, self.patch, centre, rng)
         if rng.uniform() < self.spatial:
-            draw = SpatialDraw.draw(rng, elastic_voxels=self.elastic_voxels, patch=self.patch)
+            draw = SpatialDraw.draw(
+                rng, scale=self.scale, elastic_voxels=self.elastic_voxels, patch=self.patch
+            )
             middle = start + (np.asarray(self.patch) - 1) / 2.0
 
             def cut(array: np.ndarray, fill: float, order: int) -> np.ndarray:

@@ -50,6 +50,7 @@ class TrainConfig:
     p_all_phases: float = 0.4  # phase dropout: share of patches with every phase
     p_venous_only: float = 0.0  # extra share of venous-only patches (beyond the uniform subsets)
     elastic_voxels: float = 0.0  # largest elastic offset on rotated/scaled patches (0: affine only)
+    scale: tuple[float, float] = (0.75, 1.3)  # zoom range of those patches (> 1: the body looks smaller)
     val_every: int = 250
     checkpoint_every: int = 50
     device: str = "cpu"
@@ -151,6 +152,7 @@ class Trainer:
             p_all_phases=config.p_all_phases,
             p_venous_only=config.p_venous_only,
             elastic_voxels=config.elastic_voxels,
+            scale=config.scale,
         )
         self.val_cases = val_cases
         self.loss = SegmentationLoss(

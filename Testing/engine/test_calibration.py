@@ -9,7 +9,12 @@ import pytest
 import SimpleITK as sitk
 from model_fixtures import make_tiny_models
 
-from PancreasAILib.cascade.calibration import LikelihoodCalibration, uncalibrated_likelihood
+from PancreasAILib.cascade.calibration import (
+    ALL_PHASES,
+    LikelihoodCalibration,
+    PhaseCalibrations,
+    uncalibrated_likelihood,
+)
 from PancreasAILib.cascade.lesions import LesionCandidate, pdac_likelihood
 from PancreasAILib.cascade.runner import Cascade
 from PancreasAILib.cli.main import main
@@ -17,11 +22,13 @@ from PancreasAILib.errors import ExitCode
 from PancreasAILib.models.registry import get_entry
 
 
-def _scores(rng, n=40):
-    """Maxima-like scores: everyone's head and lesion above 0.5, tumour cases higher (the shipped model's shape)."""
+def _scores(rng, n=40, shift=0.0):
+    """Maxima-like scores: everyone's head and lesion above 0.5, tumour cases higher (the shipped model's shape).
+
+    `shift` raises the healthy cases' lesion scores, as missing phases do (spurious candidates grow)."""
     tumour = rng.uniform(size=n) < 0.5
     head = np.clip(rng.normal(np.where(tumour, 0.9, 0.7), 0.08), 0.5, 0.999)
-    lesion = np.clip(rng.normal(np.where(tumour, 0.85, 0.55), 0.12), 0.0, 0.999)
+    lesion = np.clip(rng.normal(np.where(tumour, 0.85, 0.55 + shift), 0.12), 0.0, 0.999)
     return head, lesion, tumour
 
 
@@ -52,16 +59,19 @@ def test_likelihood_uses_the_calibration_when_given():
     assert pdac_likelihood(0.8, [lesion], calibration) == pytest.approx(expected, abs=1e-4)
 
 
-def _fake_predictions(tmp_path, version: str):
-    """Segment-batch style reports plus nnU-Net labels for 24 cases drawn like `_scores`."""
-    head, lesion, tumour = _scores(np.random.default_rng(1), n=24)
-    pred, labels = tmp_path / "pred", tmp_path / "gt" / "labelsTr"
-    labels.mkdir(parents=True)
+def _fake_predictions(tmp_path, version: str, phases=("arterial", "venous", "delayed"), shift=0.0, seed=1):
+    """Segment-batch style reports plus nnU-Net labels for 24 cases drawn like `_scores`.
+
+    The same cases (same truth) for every `phases`, as `segment --batch --phases` makes them."""
+    head, lesion, tumour = _scores(np.random.default_rng(seed), n=24, shift=shift)
+    pred, labels = tmp_path / f"pred_{'+'.join(phases)}", tmp_path / "gt" / "labelsTr"
+    labels.mkdir(parents=True, exist_ok=True)
     for k in range(len(head)):
         case = pred / f"CASE_{k:03d}"
         case.mkdir(parents=True)
         report = {
             "segmentation_status": "done",
+            "phases": {p: {"confidence": 1.0} for p in phases},
             "pdac_classifier_probability": float(head[k]),
             "lesions": [{"confidence": float(lesion[k])}],
             "models": [{"name": "stage2_tumour", "version": version, "sha256": "x"}],
@@ -83,8 +93,47 @@ def test_calibrate_command_stores_the_fit_and_the_cascade_uses_it(tmp_path, monk
     out = capsys.readouterr().out
     assert "24 cases" in out and "calibrated" in out
     stored = get_entry("stage2_tumour").calibration
-    assert stored["fitted_on"] == 24 and stored["w_lesion"] > 0
-    assert Cascade.load("cpu").calibration == LikelihoodCalibration.from_dict(stored)
+    fit = stored["by_phases"][ALL_PHASES]
+    assert fit["fitted_on"] == 24 and fit["w_lesion"] > 0
+    assert Cascade.load("cpu").calibration == PhaseCalibrations.from_dict(stored)
+
+
+def test_each_subset_of_phases_gets_its_own_threshold(tmp_path, monkeypatch, capsys):
+    """Delayed-only scores run higher on healthy cases: the three-phase fit calls them positive, their own does not."""
+    models = make_tiny_models(tmp_path / "models")
+    monkeypatch.setenv("PANCREASAI_MODELS", str(models))
+    three, gt = _fake_predictions(tmp_path, "test")
+    delayed, _ = _fake_predictions(tmp_path, "test", phases=("delayed",), shift=0.3, seed=1)
+    assert main(["calibrate", "--pred", str(three), str(delayed), "--gt", str(gt), "--register"]) == 0
+    assert "delayed: 24 cases" in capsys.readouterr().out
+    calibrations = Cascade.load("cpu").calibration
+    assert set(calibrations.by_phases) == {ALL_PHASES, "delayed"}
+
+    head, lesion, tumour = _scores(np.random.default_rng(5), n=200, shift=0.3)  # fresh delayed-only cases
+    own, own_key = calibrations.select(["delayed"])
+    three_phase, _ = calibrations.select(["arterial", "venous", "delayed"])
+    assert own_key == "delayed"
+    spec_own = np.mean([own(h, s) < 0.5 for h, s in zip(head[~tumour], lesion[~tumour], strict=True)])
+    spec_three = np.mean(
+        [three_phase(h, s) < 0.5 for h, s in zip(head[~tumour], lesion[~tumour], strict=True)]
+    )
+    sens_own = np.mean([own(h, s) >= 0.5 for h, s in zip(head[tumour], lesion[tumour], strict=True)])
+    assert spec_own > spec_three + 0.2 and spec_own > 0.7 and sens_own > 0.7
+
+    # A later fit of one subset keeps the other's, and a subset never fitted falls back to three phases.
+    assert main(["calibrate", "--pred", str(three), "--gt", str(gt), "--register"]) == 0
+    assert "kept the earlier fits of delayed" in capsys.readouterr().out
+    assert set(Cascade.load("cpu").calibration.by_phases) == {ALL_PHASES, "delayed"}
+    assert calibrations.select(["venous"])[1] == ALL_PHASES
+
+
+def test_the_single_fit_of_earlier_releases_reads_as_the_three_phase_fit():
+    legacy = {"w_head": 0.105, "w_lesion": 2.47, "bias": -3.98, "fitted_on": 20}
+    calibrations = PhaseCalibrations.from_dict(legacy)
+    assert calibrations.by_phases == {ALL_PHASES: LikelihoodCalibration.from_dict(legacy)}
+    assert PhaseCalibrations.from_dict(calibrations.to_dict()) == calibrations
+    assert PhaseCalibrations.from_dict({}) is None
+    assert PhaseCalibrations().select(["venous"]) == (None, None)
 
 
 def test_calibrate_refuses_predictions_of_other_weights(tmp_path, monkeypatch, capsys):

@@ -189,3 +189,31 @@ def test_batch_loads_the_models_once(small_case, tiny_models, tmp_path, monkeypa
         c["status"] == "done" for c in summary["cases"].values()
     )
     assert (tmp_path / "preds" / "a" / "labels.nii.gz").is_file()
+
+
+def test_the_likelihood_uses_the_calibration_of_the_phases_given(small_case, tmp_path, monkeypatch):
+    """Venous-only input takes the venous fit; a pair without its own fit takes the three-phase fit and says so."""
+    from PancreasAILib.cascade.calibration import ALL_PHASES, LikelihoodCalibration, PhaseCalibrations
+    from PancreasAILib.models.registry import set_calibration
+
+    monkeypatch.setenv("PANCREASAI_MODELS", str(make_tiny_models(tmp_path / "models")))
+    fits = {
+        ALL_PHASES: LikelihoodCalibration(1.0, 1.0, 3.0, 20),
+        "venous": LikelihoodCalibration(1.0, 1.0, -3.0, 12),
+    }
+    set_calibration("stage2_tumour", PhaseCalibrations(fits).to_dict())
+
+    def segment(out, *phases):
+        args = [a for p in phases for a in (f"--{p.value}", str(small_case.phases[p]))]
+        assert main(["segment", *args, "--out", str(out), "--no-heatmap", "--progress", "none"]) == 0
+        report = json.loads((out / "report.json").read_text())
+        strongest = max((lesion["confidence"] for lesion in report["lesions"]), default=0.0)
+        return report, report["pdac_classifier_probability"], strongest
+
+    report, head, strongest = segment(tmp_path / "v", Phase.VENOUS)
+    assert report["pdac_likelihood"] == pytest.approx(fits["venous"](head, strongest), abs=2e-3)
+    assert any("fitted on 12 cases with venous." in note for note in report["notes"])
+
+    report, head, strongest = segment(tmp_path / "av", Phase.ARTERIAL, Phase.VENOUS)
+    assert report["pdac_likelihood"] == pytest.approx(fits[ALL_PHASES](head, strongest), abs=2e-3)
+    assert any("none is fitted for arterial, venous" in note for note in report["notes"])

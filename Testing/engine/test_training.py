@@ -145,6 +145,27 @@ def test_elastic_deformation_bends_the_patch_and_keeps_image_and_label_aligned()
     assert SpatialDraw.draw(rng, elastic_voxels=0.0, patch=patch).displacement is None
 
 
+def test_a_wider_zoom_range_shows_the_gland_smaller(cache):
+    """--scale MAX above 1 shows small patients: the same gland covers fewer voxels of the patch."""
+
+    def gland_voxels(scale):
+        sampler = PatchSampler(
+            load_cache(cache), stage=1, patch=(16, 48, 48), seed=2, spatial=1.0, scale=scale
+        )
+        return np.mean([(sampler.sample()["label"] > 0).sum() for _ in range(30)])
+
+    assert gland_voxels((1.5, 1.6)) < 0.6 * gland_voxels((0.75, 0.8))
+
+
+def test_train_command_rejects_a_zoom_range_upside_down(cache, tmp_path, capsys):
+    from PancreasAILib.errors import ExitCode
+
+    run = tmp_path / "run"
+    rc = main([*stage2_command(cache, run), "--scale", "1.5", "0.8"])
+    assert rc == ExitCode.BAD_INPUT and "--scale" in capsys.readouterr().err
+    assert not run.exists()
+
+
 def test_sampler_with_spatial_augmentation_keeps_prior_and_tumour_together(cache):
     sampler = PatchSampler(
         load_cache(cache), stage=2, patch=(16, 32, 32), seed=1, tumour_fraction=1.0, spatial=1.0
