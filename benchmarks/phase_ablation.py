@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = dict(zip(args.subsets, pool.map(one, args.subsets), strict=True))
     first = next(iter(rows.values()))
-    print(f"{first['cases']} held-out cases ({first['with_tumour']} with tumour); mean [95% bootstrap CI]")
+    print(f"{first['cases']} cases ({first['with_tumour']} with tumour); mean [95% bootstrap CI]")
     print(f"{'phases':<26}" + "".join(f"{title:>22}" for _, title in COLUMNS))
     for subset, result in rows.items():
         cells = []
