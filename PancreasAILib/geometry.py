@@ -116,8 +116,8 @@ def mask_bounding_box(mask: sitk.Image) -> BoundingBox | None:
     return BoundingBox(tuple(corners.min(axis=0)), tuple(corners.max(axis=0)))
 
 
-def crop_to_box(image: sitk.Image, box: BoundingBox) -> sitk.Image:
-    """Crop to the voxels whose centres fall in `box` (clipped to the image); geometry stays exact."""
+def box_region(image: sitk.Image, box: BoundingBox) -> tuple[list[int], list[int]]:
+    """Start index and size of the voxels of `image` whose centres fall in `box` (clipped to the image)."""
     corners = [
         (x, y, z)
         for x in (box.low[0], box.high[0])
@@ -130,7 +130,13 @@ def crop_to_box(image: sitk.Image, box: BoundingBox) -> sitk.Image:
     high = np.clip(np.floor(indices.max(axis=0) + 1e-6), 0, size - 1).astype(int)
     if np.any(high < low):
         raise ValueError("The crop box does not overlap the image.")
-    return sitk.RegionOfInterest(image, [int(v) for v in high - low + 1], [int(v) for v in low])
+    return [int(v) for v in low], [int(v) for v in high - low + 1]
+
+
+def crop_to_box(image: sitk.Image, box: BoundingBox) -> sitk.Image:
+    """Crop to the voxels whose centres fall in `box` (clipped to the image); geometry stays exact."""
+    start, size = box_region(image, box)
+    return sitk.RegionOfInterest(image, size, start)
 
 
 def crop_with_margin(image: sitk.Image, mask: sitk.Image, margin_mm: Sequence[float]) -> sitk.Image:

@@ -91,3 +91,34 @@ def test_pdac_likelihood_combines_the_head_and_the_strongest_lesion():
     assert pdac_likelihood(0.2, []) == 0.1
     lesions, _ = extract_lesions(np.pad(np.full((3, 4, 4), 0.8, np.float32), 2), _grid((7, 8, 8)))
     assert pdac_likelihood(0.6, lesions) == 0.7
+
+
+def test_labels_on_the_reference_grid_match_a_full_grid_resampling():
+    """roi_to_reference decides labels on the reference voxels inside the box only; outside it is background."""
+    from PancreasAILib.cascade.grids import array_to_grid
+    from PancreasAILib.cascade.runner import roi_to_reference
+
+    reference = _grid((30, 90, 80), spacing=(0.8, 0.8, 2.5), origin=(-30.0, -40.0, 100.0))
+    roi = _grid((12, 24, 20), spacing=(2.0, 2.0, 3.0), origin=(-10.0, -12.0, 115.0))
+    rng = np.random.default_rng(0)
+    gland = _ball((12, 24, 20), (6, 12, 10), 6.5)
+    tumour = _ball((12, 24, 20), (6, 10, 11), 2.5)
+    probs = np.zeros((3, 12, 24, 20), np.float32)
+    probs[1] = np.where(gland & ~tumour, 0.8, 0.05) + rng.uniform(0, 0.05, gland.shape)
+    probs[2] = np.where(tumour, 0.85, 0.02)
+    probs[0] = 1.0 - probs[1] - probs[2]
+    restrict = gland.copy()
+    restrict[:, :, 11:] = False  # a tumour half outside the allowed region keeps only its allowed half
+
+    labels = sitk.GetArrayFromImage(roi_to_reference(probs, roi, reference, restrict))
+
+    def full(array, interpolator):
+        moved = sitk.Resample(array_to_grid(array, roi), reference, sitk.Transform(), interpolator, 0.0)
+        return sitk.GetArrayFromImage(moved)
+
+    pancreas, cancer = full(probs[1], sitk.sitkLinear), full(probs[2], sitk.sitkLinear)
+    expected = np.argmax(np.stack([1 - pancreas - cancer, pancreas, cancer]), axis=0).astype(np.uint8)
+    expected[(expected == 2) & (full(restrict.astype(np.uint8), sitk.sitkNearestNeighbor) == 0)] = 0
+    assert (labels == 1).sum() > 1000 and (labels == 2).sum() > 50
+    np.testing.assert_array_equal(labels, expected)
+    assert not labels[:, :, :5].any() and not labels[:3].any()  # the reference beyond the box stays empty
