@@ -65,7 +65,7 @@ def patch_cascade(mode: str, captured: dict, truth: dict) -> None:
             moved = sitk.Resample(gland, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
             return sitk.GetArrayFromImage(moved)
 
-        runner.Cascade._stage1_probability = true_gland
+        runner.Cascade.stage1_probability = true_gland
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                 image.SetSpacing([v * f for v, f in zip(image.GetSpacing(), factors, strict=True)])
                 image.SetOrigin([v * f for v, f in zip(image.GetOrigin(), factors, strict=True)])
             grid = grid_for_box(image_box(images[Phase.VENOUS]), cascade.spec1.spacing)
-            probability = cascade._stage1_probability(images, grid, present)
+            probability = cascade.stage1_probability(images, grid, present)
             body = resample_onto(images[Phase.VENOUS], grid, default=-1024.0) > -500
             area_mm2 = body.sum(axis=(1, 2)) * grid.GetSpacing()[0] * grid.GetSpacing()[1]
             body_mm = float(np.median(np.sqrt(4 * area_mm2[area_mm2 > 0] / np.pi)))

@@ -102,6 +102,11 @@ def phase_key(phases: Iterable[Phase | str]) -> str:
 ALL_PHASES = phase_key(PHASE_ORDER)
 
 
+def most_phases_first(key: str) -> tuple[int, str]:
+    """Sort key for phase keys: three phases, then the pairs, then single phases."""
+    return -key.count("+"), key
+
+
 @dataclass(frozen=True)
 class PhaseCalibrations:
     """The likelihood calibration of each subset of phases it was fitted on (keys from `phase_key`)."""
@@ -120,7 +125,7 @@ class PhaseCalibrations:
         return PhaseCalibrations({**self.by_phases, **newer.by_phases})
 
     def to_dict(self) -> dict[str, dict[str, dict[str, float | int]]]:
-        ordered = sorted(self.by_phases, key=lambda k: (-k.count("+"), k))  # three phases first
+        ordered = sorted(self.by_phases, key=most_phases_first)
         return {"by_phases": {k: self.by_phases[k].to_dict() for k in ordered}}
 
     @classmethod
@@ -131,9 +136,7 @@ class PhaseCalibrations:
         if "by_phases" not in data:
             legacy = LikelihoodCalibration.from_dict(data)
             return cls({ALL_PHASES: legacy}) if legacy else None
-        return cls(
-            {
-                phase_key(k.split("+")): LikelihoodCalibration.from_dict(v)
-                for k, v in data["by_phases"].items()
-            }
-        )
+        fits = {
+            phase_key(k.split("+")): LikelihoodCalibration.from_dict(v) for k, v in data["by_phases"].items()
+        }
+        return cls({k: fit for k, fit in fits.items() if fit is not None}) if any(fits.values()) else None

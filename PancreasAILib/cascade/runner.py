@@ -112,7 +112,7 @@ class Cascade:
         start = time.perf_counter()
         progress("stage1", 0.0, "coarse pancreas")
         s1_grid = grid_for_box(image_box(reference), self.spec1.spacing)
-        s1_prob = self._stage1_probability(images, s1_grid, mask)
+        s1_prob = self.stage1_probability(images, s1_grid, mask)
         component = largest_component(s1_prob >= 0.5)
         volume_ml = float(component.sum() * np.prod(s1_grid.GetSpacing()) / 1000.0)
         timings["stage1"] = time.perf_counter() - start
@@ -184,9 +184,10 @@ class Cascade:
             calibration_key,
         )
 
-    def _stage1_probability(
+    def stage1_probability(
         self, images: dict[Phase, sitk.Image], grid: sitk.Image, mask: np.ndarray
     ) -> np.ndarray:
+        """Stage 1's pancreas probability on `grid` (public for analyses such as the scale probe)."""
         arrays = np.stack(
             [
                 resample_onto(images[p], grid, default=-1024.0)

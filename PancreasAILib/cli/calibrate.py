@@ -84,7 +84,7 @@ def read_cases(pred_root: Path, gt_root: Path) -> list[CalibrationCase]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from PancreasAILib.cascade.calibration import PhaseCalibrations
+    from PancreasAILib.cascade.calibration import PhaseCalibrations, most_phases_first
     from PancreasAILib.cascade.runner import STAGE2_MODEL
     from PancreasAILib.models.registry import get_entry, set_calibration
 
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     for case in cases:
         groups.setdefault(case.phases, []).append(case)
     fits = {}
-    for key in sorted(groups, key=lambda k: (-k.count("+"), k)):
+    for key in sorted(groups, key=most_phases_first):
         fit = _fit_group(key, groups[key])
         if fit is not None:
             fits[key] = fit

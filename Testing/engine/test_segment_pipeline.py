@@ -133,7 +133,7 @@ def test_a_stage1_ensemble_averages_its_members_probabilities(small_case, tmp_pa
     cascade = Cascade.load("cpu")
     images = {p: sitk.ReadImage(str(path)) for p, path in small_case.phases.items()}
     reference = images[Phase.VENOUS]
-    probability = cascade._stage1_probability(images, reference, np.ones(3, bool))
+    probability = cascade.stage1_probability(images, reference, np.ones(3, bool))
     expected = (1 / (1 + np.exp(-3.0)) + 1 / (1 + np.exp(8.0))) / 2
     assert np.allclose(probability, expected, atol=1e-5)
     out = tmp_path / "ens"
