@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from PancreasAILib.geometry import BoundingBox
+from PancreasAILib.geometry import BoundingBox, crop_to_box
 
 HU_OFFSET, HU_SCALE, HU_LOW, HU_HIGH = 50.0, 150.0, -3.0, 3.0
 
@@ -66,15 +66,24 @@ def resample_onto(
     pixel: int = sitk.sitkFloat32,
     smooth: bool = True,
 ) -> np.ndarray:
-    """`image` resampled onto `grid` as a (Z, Y, X) array. Downsampling is smoothed first (anti-aliasing)."""
+    """`image` resampled onto `grid` as a (Z, Y, X) array. Downsampling is smoothed first (anti-aliasing).
+
+    Only the part of `image` around `grid` is smoothed: the tumour network's box is a few percent of
+    a 512 x 512 x 120 scan, and smoothing the whole scan for it cost about a second per phase."""
     source = image
     if linear and smooth:
         old = np.array(image.GetSpacing())
         new = np.array(grid.GetSpacing())
         sigma = [0.4 * n if n > 1.5 * o else 0.0 for n, o in zip(new, old, strict=True)]
         if any(sigma):
+            # 5 sigma beyond the grid (plus one voxel for interpolation): the Gaussian's tail there is < 1e-5
+            margin = 5.0 * max(sigma) + float(old.max())
+            try:
+                source = crop_to_box(image, image_box(grid).expanded([margin] * 3))
+            except ValueError:  # the grid lies outside the image: every voxel takes `default`
+                source = image
             source = sitk.SmoothingRecursiveGaussian(
-                sitk.Cast(image, sitk.sitkFloat32), [max(s, 1e-3) for s in sigma]
+                sitk.Cast(source, sitk.sitkFloat32), [max(s, 1e-3) for s in sigma]
             )
     interp = sitk.sitkLinear if linear else sitk.sitkNearestNeighbor
     out = sitk.Resample(source, grid, sitk.Transform(), interp, default, pixel)

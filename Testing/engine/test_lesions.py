@@ -1,9 +1,10 @@
-"""Lesion extraction: PANORAMA's dynamic thresholding, sizes and positions in physical space."""
+"""Lesion extraction (PANORAMA's dynamic thresholding, sizes and positions in physical space) and the grid moves around it."""
 
 from __future__ import annotations
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage as ndi
 
 from PancreasAILib.cascade.lesions import extract_lesions, longest_axial_diameter, pdac_likelihood
 
@@ -122,3 +123,34 @@ def test_labels_on_the_reference_grid_match_a_full_grid_resampling():
     assert (labels == 1).sum() > 1000 and (labels == 2).sum() > 50
     np.testing.assert_array_equal(labels, expected)
     assert not labels[:, :, :5].any() and not labels[:3].any()  # the reference beyond the box stays empty
+
+
+def test_resampling_a_small_box_smooths_only_around_it_and_matches_the_whole_scan():
+    """resample_onto crops the source to the target box plus 5 sigma before anti-aliasing; the values must
+    equal those from smoothing the whole image (inside, at the scan's edge, and past it)."""
+    from PancreasAILib.cascade.grids import BoundingBox, grid_for_box, image_box, resample_onto
+
+    rng = np.random.default_rng(1)
+    array = ndi.gaussian_filter(rng.normal(0, 300, (60, 200, 220)), 1.5).astype(np.float32)
+    array[20:40, 80:120, 90:140] += 400.0  # a bright organ with sharp borders
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((0.8, 0.8, 2.5))
+    image.SetOrigin((-80.0, -70.0, 30.0))
+    whole = image_box(image)
+
+    def smoothed_everywhere(grid):
+        sigma = [
+            0.4 * n if n > 1.5 * o else 0.0
+            for n, o in zip(grid.GetSpacing(), image.GetSpacing(), strict=True)
+        ]
+        source = sitk.SmoothingRecursiveGaussian(image, [max(s, 1e-3) for s in sigma])
+        return sitk.GetArrayFromImage(sitk.Resample(source, grid, sitk.Transform(), sitk.sitkLinear, -1024.0))
+
+    inside = grid_for_box(BoundingBox((-20.0, -10.0, 70.0), (30.0, 30.0, 120.0)), (2.0, 2.0, 3.0))
+    across_edge = grid_for_box(
+        BoundingBox((whole.low[0] - 15, -20.0, whole.low[2] - 9), (-50.0, 20.0, 60.0)), (2.0, 2.0, 3.0)
+    )
+    for grid in (inside, across_edge):
+        np.testing.assert_allclose(
+            resample_onto(image, grid, default=-1024.0), smoothed_everywhere(grid), atol=0.05
+        )
