@@ -49,17 +49,23 @@ def main(argv: list[str] | None = None) -> int:
     present = np.ones(len(PHASE_ORDER), bool)
 
     print(f"{'case':<12} {'scale':>5} {'body':>6} {'Dice':>5}   mean p / in component: head, body, tail")
+
+    def magnified(image: sitk.Image, factors: list[float]) -> sitk.Image:
+        out = sitk.Image(image)  # a copy: the case is read once for every scale
+        out.SetSpacing([v * f for v, f in zip(image.GetSpacing(), factors, strict=True)])
+        out.SetOrigin([v * f for v, f in zip(image.GetOrigin(), factors, strict=True)])
+        return out
+
     for case in args.cases:
+        read_images = {
+            phase: sitk.ReadImage(str(args.data / "imagesTr" / f"{case}_{k:04d}.nii.gz"))
+            for k, phase in enumerate(PHASE_ORDER)
+        }
+        read_truth = sitk.ReadImage(str(args.data / "labelsTr" / f"{case}.nii.gz"))
         for scale in args.scales:
-            images = {
-                phase: sitk.ReadImage(str(args.data / "imagesTr" / f"{case}_{k:04d}.nii.gz"))
-                for k, phase in enumerate(PHASE_ORDER)
-            }
-            truth = sitk.ReadImage(str(args.data / "labelsTr" / f"{case}.nii.gz"))
             factors = [scale if axis in args.axes else 1.0 for axis in "xyz"]
-            for image in (*images.values(), truth):
-                image.SetSpacing([v * f for v, f in zip(image.GetSpacing(), factors, strict=True)])
-                image.SetOrigin([v * f for v, f in zip(image.GetOrigin(), factors, strict=True)])
+            images = {phase: magnified(image, factors) for phase, image in read_images.items()}
+            truth = magnified(read_truth, factors)
             grid = grid_for_box(image_box(images[Phase.VENOUS]), cascade.spec1.spacing)
             probability = cascade.stage1_probability(images, grid, present)
             body = resample_onto(images[Phase.VENOUS], grid, default=-1024.0) > -500
