@@ -195,7 +195,8 @@ def _heatmap(
     )
     detail = (
         f"DDIM L={outcome.settings.get('noise_level')} S={outcome.settings.get('guidance')} "
-        f"steps={outcome.settings.get('steps')}: {outcome.passes_per_slice} network passes per slice "
+        f"steps={outcome.settings.get('steps')}, smoothed across slices (sigma "
+        f"{outcome.settings.get('smooth_z_mm', 0.0):g} mm): {outcome.passes_per_slice} network passes per slice "
         f"in {outcome.seconds:.1f} s"
     )
     return sitk.Cast(image, sitk.sitkFloat32), detail

@@ -9,7 +9,13 @@ the training anatomy before anything is calibrated or shipped:
 - phases whitened by their median |residual| inside the region, or weighted 2 : 1 : 0.5;
 - the hypo-attenuating part only (PDAC is darker than the gland), before or after smoothing;
 - the map damped near the gland's boundary (partial volume with fat and vessels), weight
-  min(1, (d + a) / b) at distance d mm inside the gland.
+  min(1, (d + a) / b) at distance d mm inside the gland;
+- the classifier's own evidence: its local logit map on the clean slices (averaged over four
+  half-stride shifts, upsampled), the residual weighted by exp(0.25 * logit), and the residual
+  weighted by the classifier's saliency |d logit / d x|.
+
+Every variant is smoothed in-plane only, except the shipped map, which is also smoothed across
+slices with the calibrated sigma (`smooth_z_mm`); the in-plane-only mean |r| is its baseline.
 
     python benchmarks/heatmap_residual_variants.py --cache work_tmp/anomaly/cache/val --cases 16
 
@@ -32,10 +38,11 @@ BOUNDARY_WEIGHTS = ((1.0, 3.0), (2.0, 4.0), (1.0, 6.0), (3.0, 6.0))  # (a, b) mm
 def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
+    import torch.nn.functional as F
     from scipy import ndimage as ndi
 
     from PancreasAILib.anomaly import AnomalyModel
-    from PancreasAILib.anomaly.heatmap import gaussian_blur2d
+    from PancreasAILib.anomaly.heatmap import gaussian_blur2d, smooth_across_slices
     from PancreasAILib.anomaly.metrics import auroc
     from PancreasAILib.anomaly.preprocess import prepare_slices, restore
     from PancreasAILib.training.anomaly_data import list_cases, load_cached_case
@@ -58,6 +65,27 @@ def main(argv: list[str] | None = None) -> int:
     if not cases:
         raise SystemExit(f"No cached cases in {args.cache}; build them with `pancreasai train anomaly`.")
 
+    def logit_map(x: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+        """The classifier's local logits at t = 0, averaged over half-stride shifts, at slice resolution."""
+        half, t = model.classifier.config.stride // 2, torch.zeros(x.shape[0], dtype=torch.long)
+        total = torch.zeros_like(x[:, :1])
+        for dy, dx in ((0, 0), (0, half), (half, 0), (half, half)):
+            shifted = [torch.roll(v, (dy, dx), (2, 3)) for v in (x, region)]
+            with torch.no_grad():
+                cells = model.classifier.logit_map(shifted[0], t, torch.ones(x.shape[0], 3), shifted[1])
+            up = F.interpolate(cells, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            total += torch.roll(up, (-dy, -dx), (2, 3))
+        return total / 4
+
+    def saliency(x: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+        """|d logit / d x| of the classifier at t = 0, summed over the phases."""
+        xg = x.detach().requires_grad_(True)
+        logit = model.classifier(
+            xg, torch.zeros(x.shape[0], dtype=torch.long), torch.ones(x.shape[0], 3), region
+        )
+        (grad,) = torch.autograd.grad(logit.sum(), xg)
+        return grad.abs().sum(1, keepdim=True)
+
     def smooth(x: torch.Tensor) -> torch.Tensor:
         """The heatmap's in-plane Gaussian, phase by phase."""
         return torch.cat([gaussian_blur2d(x[:, k : k + 1], sigma) for k in range(x.shape[1])], 1)
@@ -72,8 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         inside = batch.region[:, 0] > 0.5
         mad = torch.stack([magnitude[:, k][inside].median() for k in range(3)]) + 1e-6
 
+        mean_r = smooth(magnitude.mean(1, keepdim=True))
+        logits = logit_map(batch.x, batch.region)
         variants = {
-            "mean |r| (shipped)": smooth(magnitude.mean(1, keepdim=True)),
+            "mean |r| in-plane only": mean_r,
             "arterial |r|": smooth(magnitude[:, 0:1]),
             "venous |r|": smooth(magnitude[:, 1:2]),
             "delayed |r|": smooth(magnitude[:, 2:3]),
@@ -83,10 +113,16 @@ def main(argv: list[str] | None = None) -> int:
             ),
             "hypo part": smooth((-residual).clamp(min=0).mean(1, keepdim=True)),
             "hypo part of smoothed": smooth(-residual).clamp(min=0).mean(1, keepdim=True),
+            "classifier logit map": logits,
+            "|r| x exp(0.25 logit)": mean_r * torch.exp(0.25 * logits),
+            "|r| x classifier saliency": mean_r * smooth(saliency(batch.x, batch.region)),
         }
         gland, truth = case.labels > 0, case.labels[case.labels > 0] == 2
         maps = {name: restore(v[:, 0], batch, case.labels.shape) for name, v in variants.items()}
         depth = ndi.distance_transform_edt(gland, sampling=case.spacing_zyx)
+        maps["mean |r| (shipped)"] = smooth_across_slices(
+            maps["mean |r| in-plane only"], batch.dilated, float(d["smooth_z_mm"]), float(case.spacing_zyx[0])
+        )
         shipped = maps["mean |r| (shipped)"]
         for a, b in BOUNDARY_WEIGHTS:
             maps[f"boundary-damped ({a:g}, {b:g})"] = shipped * np.clip((depth + a) / b, 0, 1)
@@ -101,7 +137,10 @@ def main(argv: list[str] | None = None) -> int:
                 shipped[case.labels == 2].mean(),
             ]
         )
-    print(f"{len(cases)} cases from {args.cache}; L {level}, S {guidance:g}, {steps} steps")
+    print(
+        f"{len(cases)} cases from {args.cache}; L {level}, S {guidance:g}, {steps} steps, "
+        f"smoothing across slices {float(d['smooth_z_mm']):g} mm"
+    )
     for name, values in scores.items():
         print(f"{name:28s} AUROC {np.nanmean(values):.3f}")
     edge, middle, deep, tumour = np.nanmean(by_distance, axis=0)

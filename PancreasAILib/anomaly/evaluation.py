@@ -30,17 +30,21 @@ class Setting:
     steps: int = 10
     phases: str = "avd"  # which phases are given to the model, e.g. "v" for venous only
     encoding: str = "ddim"  # or "noise" (seeded forward process instead of DDIM inversion)
+    smooth_z_mm: float | None = None  # smoothing across slices; None: the calibrated one
 
     def phase_mask(self) -> np.ndarray:
         return np.array([c in self.phases for c in PHASE_LETTERS], dtype=bool)
 
 
 def default_grid(defaults: dict | None = None) -> list[Setting]:
-    """The table: the operating point (calibrated L, S, steps), then L, S and steps varied one at a
-    time (S = 0 and the reference's S = 8 included), then missing phases."""
-    d = {"noise_level": 250, "guidance": 8.0, "steps": 10, **(defaults or {})}
+    """The table: the operating point (calibrated L, S, steps), the same without smoothing across
+    slices when it has some, then L, S and steps varied one at a time (S = 0 and the reference's
+    S = 8 included), then missing phases."""
+    d = {"noise_level": 250, "guidance": 8.0, "steps": 10, "smooth_z_mm": 0.0, **(defaults or {})}
     L, S, n = int(d["noise_level"]), float(d["guidance"]), int(d["steps"])
-    rows = [Setting(L, S, n)] + [Setting(level, S, n) for level in (150, 250, 350) if level != L]
+    rows = [Setting(L, S, n)]
+    rows += [Setting(L, S, n, smooth_z_mm=0.0)] if float(d["smooth_z_mm"]) > 0 else []
+    rows += [Setting(level, S, n) for level in (150, 250, 350) if level != L]
     rows += [Setting(L, 0.0, n)]
     rows += [Setting(L, 8.0, n)] if S != 8.0 else [Setting(L, 3 * S, n)]
     rows += [Setting(L, S, 5), Setting(L, S, n, "v"), Setting(L, S, n, "av")]
@@ -56,6 +60,7 @@ class Row:
     dice_mean: float
     seconds_per_case: float
     passes_per_slice: int
+    smooth_z_mm: float = 0.0  # the smoothing across slices used (the setting's, or the calibrated one)
     per_case: list[dict] = field(default_factory=list)  # anatomy, tumour_ml, auroc, dice of each case
 
     def to_dict(self) -> dict:
@@ -122,6 +127,7 @@ def raw_maps(
             guidance=setting.guidance,
             steps=setting.steps,
             encoding=setting.encoding,
+            smooth_z_mm=setting.smooth_z_mm,
         )
         for c in cases
     ]
@@ -153,6 +159,7 @@ def evaluate_setting(
         dice_mean=float(np.mean([m["dice"] for m in tumour_cases])),
         seconds_per_case=float(np.mean([r.seconds for r in results])),
         passes_per_slice=results[0].passes_per_slice,
+        smooth_z_mm=float(results[0].settings["smooth_z_mm"]),
         per_case=details,
     )
 
@@ -189,14 +196,15 @@ def slice_accuracy(model: AnomalyModel, cases: Sequence[CachedCase]) -> dict[str
 def format_table(rows: Sequence[Row], threshold: float) -> str:
     """A Markdown table of the rows."""
     head = (
-        "| L | S | steps | phases | encoding | cases | AUROC (mean per case) | AUROC (pooled) | "
-        f"Dice @ {threshold:.2f} | s / case | passes / slice (ref. 2L) |"
+        "| L | S | steps | phases | encoding | z smoothing (mm) | cases | AUROC (mean per case) | "
+        f"AUROC (pooled) | Dice @ {threshold:.2f} | s / case | passes / slice (ref. 2L) |"
     )
-    lines = [head, "|" + "---|" * 11]
+    lines = [head, "|" + "---|" * 12]
     for r in rows:
         s = r.setting
         lines.append(
-            f"| {s.noise_level} | {s.guidance:g} | {s.steps} | {s.phases} | {s.encoding} | {r.cases} | {r.auroc_mean:.3f} | "
+            f"| {s.noise_level} | {s.guidance:g} | {s.steps} | {s.phases} | {s.encoding} | {r.smooth_z_mm:g} | "
+            f"{r.cases} | {r.auroc_mean:.3f} | "
             f"{r.auroc_pooled:.3f} | {r.dice_mean:.3f} | {r.seconds_per_case:.1f} | "
             f"{r.passes_per_slice} ({2 * s.noise_level}) |"
         )
@@ -214,7 +222,8 @@ def run_grid(
     for setting in grid:
         row = evaluate_setting(model, cases, setting, threshold)
         log(
-            f"L={setting.noise_level} S={setting.guidance:g} steps={setting.steps} phases={setting.phases}: "
+            f"L={setting.noise_level} S={setting.guidance:g} steps={setting.steps} phases={setting.phases} "
+            f"z smoothing {row.smooth_z_mm:g} mm: "
             f"AUROC {row.auroc_mean:.3f} (pooled {row.auroc_pooled:.3f}), Dice {row.dice_mean:.3f}, "
             f"{row.seconds_per_case:.1f} s/case"
         )

@@ -4,7 +4,8 @@
 number of cases. Per case: prepare the pancreas slices (see `preprocess`), encode and decode all of
 them in one batch on the strided schedule, take |input - reconstruction| averaged over the present
 phases, smooth it in-plane (sigma 4 mm: the networks run at 2 mm and single-pixel differences are noise),
-put it back on the ROI grid inside the dilated pancreas, and normalise it to [0, 1].
+put it back on the ROI grid inside the dilated pancreas, smooth it across slices (see
+`smooth_across_slices`), and normalise it to [0, 1].
 
 Normalisation: divide by max(peak of the case, floor). The floor is a difference that counts as
 "clearly anomalous" (calibrated on validation cases from the training anatomy), so a case with a
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage as ndi
 
 from PancreasAILib.anomaly.preprocess import PreprocessSpec, prepare_slices, restore
 from PancreasAILib.anomaly.sampler import NoiseSchedule, ddim_decode, ddim_encode, q_sample, strided_timesteps
@@ -41,6 +43,7 @@ class HeatmapResult:
     settings: dict[str, Any] = field(default_factory=dict)  # L, S, steps, seed, model names/versions
     raw_peak: float = 0.0  # largest un-normalised difference (normalised HU / 100) in the region
     slices: int = 0  # ROI slices processed
+    region: np.ndarray | None = None  # bool (Z, Y, X): the dilated pancreas the map is defined in
 
 
 def gaussian_blur2d(x: torch.Tensor, sigma_px: float) -> torch.Tensor:
@@ -52,6 +55,25 @@ def gaussian_blur2d(x: torch.Tensor, sigma_px: float) -> torch.Tensor:
     k = (k / k.sum()).to(x)
     x = F.conv2d(x, k.view(1, 1, 1, -1), padding=(0, radius))
     return F.conv2d(x, k.view(1, 1, -1, 1), padding=(radius, 0))
+
+
+def smooth_across_slices(
+    raw: np.ndarray, region: np.ndarray, sigma_mm: float, spacing_z_mm: float
+) -> np.ndarray:
+    """Gaussian smoothing of a (Z, Y, X) map along z inside `region`, zero outside.
+
+    Why: both networks see one slice at a time, so their reconstruction errors in healthy gland are
+    nearly independent from one slice to the next, while a tumour spans several slices; averaging
+    neighbouring slices lowers the first and keeps the second. Normalised convolution (the map and
+    the region smoothed alike, then divided) because voxels outside the region are not measurements.
+    """
+    if sigma_mm <= 0 or raw.shape[0] < 2:
+        return raw
+    sigma = sigma_mm / spacing_z_mm
+    weight = region.astype(np.float32)
+    num = ndi.gaussian_filter1d(raw * weight, sigma, axis=0, mode="constant")
+    den = ndi.gaussian_filter1d(weight, sigma, axis=0, mode="constant")
+    return np.where(region, num / np.maximum(den, 1e-6), 0.0).astype(np.float32)
 
 
 class AnomalyModel:
@@ -147,15 +169,18 @@ class AnomalyModel:
         steps: int | None = None,
         seed: int = 0,
         encoding: str | None = None,
+        smooth_z_mm: float | None = None,
     ) -> HeatmapResult:
         """The heatmap of one ROI. `roi_hu` (3, Z, Y, X) HU in PHASE_ORDER; absent phases are ignored.
 
-        L, S and steps left as None take the values calibrated with the weights (`self.defaults`;
-        L = 250, S = 8, 10 steps before calibration).
+        L, S, steps and the smoothing across slices left as None take the values calibrated with the
+        weights (`self.defaults`; L = 250, S = 8, 10 steps and no smoothing across slices before
+        calibration).
         """
         noise_level = int(self.defaults["noise_level"] if noise_level is None else noise_level)
         guidance = float(self.defaults["guidance"] if guidance is None else guidance)
         steps = int(self.defaults["steps"] if steps is None else steps)
+        smooth_z_mm = float(self.defaults.get("smooth_z_mm", 0.0) if smooth_z_mm is None else smooth_z_mm)
         start = time.perf_counter()
         if not 1 <= steps <= noise_level <= self.t_max:
             raise ValueError(
@@ -175,6 +200,7 @@ class AnomalyModel:
             "phases_used": [int(v) for v in phase_mask],
             "floor": self.defaults["floor"],
             "smooth_mm": self.defaults["smooth_mm"],
+            "smooth_z_mm": smooth_z_mm,
             **self.info,
         }
         encoding = encoding or self.defaults.get("encoding", "ddim")
@@ -182,7 +208,11 @@ class AnomalyModel:
         passes = (steps if encoding == "ddim" else 0) + steps + (steps if guidance != 0 else 0)
         if batch.empty:
             return HeatmapResult(
-                np.zeros(roi_hu.shape[1:], np.float32), passes, time.perf_counter() - start, settings
+                np.zeros(roi_hu.shape[1:], np.float32),
+                passes,
+                time.perf_counter() - start,
+                settings,
+                region=batch.dilated,
             )
         pm = batch.phase_mask.float()[None].expand(batch.x.shape[0], -1)
         recon = self.reconstruct(batch.x, pm, noise_level, guidance, steps, encoding, seed, batch.region)
@@ -190,7 +220,10 @@ class AnomalyModel:
         diff = ((batch.x - recon).abs() * keep).sum(dim=1, keepdim=True) / keep.sum(dim=1, keepdim=True)
         diff = gaussian_blur2d(diff, self.defaults["smooth_mm"] / self.spec.model_spacing_mm)[:, 0]
         raw = restore(diff, batch, roi_hu.shape[1:])
+        raw = smooth_across_slices(raw, batch.dilated, smooth_z_mm, float(spacing_zyx[0]))
         peak = float(raw.max())
         heat = np.clip(raw / max(peak, float(self.defaults["floor"]), 1e-6), 0.0, 1.0).astype(np.float32)
         heat *= batch.dilated
-        return HeatmapResult(heat, passes, time.perf_counter() - start, settings, peak, len(batch.z))
+        return HeatmapResult(
+            heat, passes, time.perf_counter() - start, settings, peak, len(batch.z), batch.dilated
+        )

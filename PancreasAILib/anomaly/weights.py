@@ -30,6 +30,7 @@ DEFAULT_HEATMAP = {
     "floor": 0.5,
     "threshold": 0.35,
     "smooth_mm": 4.0,
+    "smooth_z_mm": 0.0,
     "grad_smooth_mm": 0.0,
 }
 

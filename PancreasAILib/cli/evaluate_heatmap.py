@@ -19,9 +19,9 @@ def _setting(text: str):
 
     parts = text.split(":")
     phases = parts[3] if len(parts) > 3 and parts[3] else "avd"
-    return Setting(
-        int(parts[0]), float(parts[1]), int(parts[2]), phases, parts[4] if len(parts) > 4 else "ddim"
-    )
+    encoding = parts[4] if len(parts) > 4 and parts[4] else "ddim"
+    smooth_z = float(parts[5]) if len(parts) > 5 and parts[5] else None
+    return Setting(int(parts[0]), float(parts[1]), int(parts[2]), phases, encoding, smooth_z)
 
 
 def parse_part(text: str) -> tuple[int, int]:
@@ -63,9 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--setting",
         type=_setting,
         action="append",
-        metavar="L:S:STEPS[:PHASES[:ENCODING]]",
-        help="a row of the table, e.g. 250:8:10, 250:8:10:v or 250:8:10:avd:noise (repeatable; default: the "
-        "calibrated operating point, then L, S and steps varied, then venous-only and arterial+venous)",
+        metavar="L:S:STEPS[:PHASES[:ENCODING[:SMOOTH_Z_MM]]]",
+        help="a row of the table, e.g. 250:8:10, 250:8:10:v, 250:8:10:avd:noise or 150:10:10:avd:ddim:0 "
+        "(repeatable; default: the calibrated operating point, the same without smoothing across slices, "
+        "then L, S and steps varied, then venous-only and arterial+venous)",
     )
     parser.add_argument(
         "--threshold",

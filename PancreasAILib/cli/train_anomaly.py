@@ -150,7 +150,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="L",
         help="noise levels for --calibrate to choose among with the guidance scale (default: keep 250)",
     )
+    parser.add_argument(
+        "--calibration-smooth-z",
+        type=float,
+        nargs="+",
+        default=[0.0, 3.0, 4.5, 6.0],
+        metavar="MM",
+        help="Gaussian sigmas (mm) of smoothing across slices for --calibrate to choose among "
+        "(default 0 3 4.5 6; no network passes: applied to the same reconstructions)",
+    )
+    parser.add_argument(
+        "--init-from-shipped",
+        action="store_true",
+        help="start each network from its registered weights (and their widths) instead of at random; "
+        "a run with a checkpoint resumes from it instead",
+    )
     parser.add_argument("--version-tag", default="0.1.0", help="version recorded in the manifest (0.1.0)")
+
+
+def _start_from_registered(cfg):
+    """The registered weights of `cfg.model` (sha256-checked) and `cfg` with their network widths."""
+    import dataclasses
+
+    from PancreasAILib.models.registry import load_model_weights
+
+    state, entry = load_model_weights(MODEL_NAMES[cfg.model])
+    if cfg.model == "ddpm":
+        return state, dataclasses.replace(cfg, ddpm=DDPMConfig.from_dict(entry.config))
+    return state, dataclasses.replace(cfg, classifier=NoiseClassifierConfig.from_dict(entry.config))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -200,7 +227,10 @@ def run(args: argparse.Namespace) -> int:
             t_max=args.t_max if which == "ddpm" else args.classifier_t_max,
             p_all_phases=args.p_all_phases,
         )
-        result = train_anomaly_model(cfg, bank, log=lambda m: print(m, flush=True))
+        init_state = None
+        if args.init_from_shipped:
+            init_state, cfg = _start_from_registered(cfg)
+        result = train_anomaly_model(cfg, bank, log=lambda m: print(m, flush=True), init_state=init_state)
         print(
             f"{which}: {result.iterations} iterations in {result.seconds / 60:.1f} min, "
             f"{result.parameters} parameters, final loss {result.final_loss:.4f} -> {result.weights}",
@@ -227,6 +257,7 @@ def run(args: argparse.Namespace) -> int:
             cases=args.calibration_cases,
             guidances=tuple(args.calibration_guidances),
             noise_levels=tuple(args.calibration_noise_levels) if args.calibration_noise_levels else None,
+            smooth_z_mm=tuple(args.calibration_smooth_z),
             log=print,
         )
     return 0

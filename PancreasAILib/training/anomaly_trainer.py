@@ -115,8 +115,14 @@ def _loss(model, cfg: TrainConfig, bank: SliceBank, alpha_bar: torch.Tensor, it:
     return F.binary_cross_entropy_with_logits(model(xt, t, mask, region), labels)
 
 
-def train_anomaly_model(cfg: TrainConfig, bank: SliceBank, log=print) -> TrainResult:
-    """Train (or resume) one network; returns where its EMA weights were written."""
+def train_anomaly_model(
+    cfg: TrainConfig, bank: SliceBank, log=print, init_state: dict[str, torch.Tensor] | None = None
+) -> TrainResult:
+    """Train (or resume) one network; returns where its EMA weights were written.
+
+    `init_state`: weights to start from (e.g. the registered network, to continue it on new data);
+    used only when the run has no checkpoint yet, so a resumed run ignores it.
+    """
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
@@ -136,6 +142,10 @@ def train_anomaly_model(cfg: TrainConfig, bank: SliceBank, log=print) -> TrainRe
         opt.load_state_dict(state["opt"])
         it, elapsed = int(state["iteration"]), float(state["elapsed"])
         log(f"{cfg.model}: resumed at iteration {it} ({elapsed / 60:.1f} min done)")
+    elif init_state is not None:
+        model.load_state_dict(init_state)
+        ema.load_state_dict(init_state)
+        log(f"{cfg.model}: starting from the given weights")
     alpha_bar = cfg.schedule.alpha_bar().to(cfg.device)
     log(
         f"{cfg.model}: {count_parameters(model)} parameters, {len(bank)} slices "

@@ -96,6 +96,37 @@ def test_trainer_checkpoints_and_resumes(tmp_path, which):
     assert record["iterations_done"] == 5 and record["seed"] == 0
 
 
+def test_a_run_can_start_from_the_registered_weights(tmp_path, monkeypatch):
+    """--init-from-shipped: the registered widths and weights start the run; a checkpoint wins over them."""
+    import dataclasses
+
+    from test_anomaly_heatmap import make_registry
+
+    from PancreasAILib.cli.train_anomaly import _start_from_registered
+    from PancreasAILib.models.registry import read_manifest
+
+    root = make_registry(tmp_path)
+    monkeypatch.setenv("PANCREASAI_MODELS", str(root))
+    bank = SliceBank(write_fake_cases(tmp_path / "cache"), PreprocessSpec())
+    cfg = TrainConfig(model="ddpm", out_dir=tmp_path / "run", iterations=0, batch=4)
+    assert cfg.ddpm == DDPMConfig()  # the default widths, not the registered tiny network's
+    state, cfg = _start_from_registered(cfg)
+    assert cfg.ddpm == DDPMConfig.from_dict(read_manifest(root)["anomaly_ddpm"].config) != DDPMConfig()
+    messages: list[str] = []
+    result = train_anomaly_model(cfg, bank, log=messages.append, init_state=state)
+    saved = load_file(str(result.weights))
+    assert saved.keys() == state.keys() and all(torch.equal(saved[k], state[k]) for k in state)
+    assert any("starting from the given weights" in m for m in messages)
+    zeros = {k: torch.zeros_like(v) for k, v in state.items()}
+    resumed = train_anomaly_model(
+        dataclasses.replace(cfg, iterations=1), bank, log=messages.append, init_state=zeros
+    )
+    moved = load_file(str(resumed.weights))
+    assert any("resumed at iteration 0" in m for m in messages)
+    assert all(torch.allclose(moved[k].float(), state[k].float(), atol=0.05) for k in state)
+    assert not all(torch.equal(moved[k], state[k]) for k in state)
+
+
 def test_cli_arguments_parse():
     from PancreasAILib.cli import evaluate_heatmap, train_anomaly
 
@@ -105,10 +136,16 @@ def test_cli_arguments_parse():
         ["--model", "ddpm", "--ddpm-base", "48", "--ddpm-mults", "1,2,4", "--minutes", "1"]
     )
     assert args.ddpm_base == 48 and args.ddpm_mults == (1, 2, 4) and args.model == "ddpm"
+    assert not args.init_from_shipped and args.calibration_smooth_z == [0.0, 3.0, 4.5, 6.0]
+    args = parser.parse_args(["--init-from-shipped", "--calibration-smooth-z", "0", "3"])
+    assert args.init_from_shipped and args.calibration_smooth_z == [0.0, 3.0]
     parser = argparse.ArgumentParser()
     evaluate_heatmap.add_arguments(parser)
-    args = parser.parse_args(["--setting", "250:8:10:v", "--setting", "150:0:5"])
-    assert [s.phases for s in args.setting] == ["v", "avd"] and args.setting[1].guidance == 0.0
+    args = parser.parse_args(
+        ["--setting", "250:8:10:v", "--setting", "150:0:5", "--setting", "150:10:10:avd:ddim:0"]
+    )
+    assert [s.phases for s in args.setting] == ["v", "avd", "avd"] and args.setting[1].guidance == 0.0
+    assert [s.smooth_z_mm for s in args.setting] == [None, None, 0.0]  # None: the calibrated one
     assert evaluate_heatmap.parse_part("2/3") == (2, 3)
     for bad in ("0/2", "3/2", "x"):  # K counts from 1: "0/2" used to run the last row only
         with pytest.raises(InputError, match="--part"):
@@ -158,12 +195,18 @@ def test_size_classes_follow_the_panorama_quartiles():
     ]
 
 
-@pytest.mark.parametrize("operating_level", [150, 250])
-def test_default_table_starts_at_the_operating_point_and_varies_one_thing_at_a_time(operating_level):
+@pytest.mark.parametrize(("operating_level", "smooth_z"), [(150, 4.5), (250, 0.0)])
+def test_default_table_starts_at_the_operating_point_and_varies_one_thing_at_a_time(
+    operating_level, smooth_z
+):
     from PancreasAILib.anomaly.evaluation import Setting, default_grid
 
-    rows = default_grid({"noise_level": operating_level, "guidance": 10.0, "steps": 10})
+    rows = default_grid(
+        {"noise_level": operating_level, "guidance": 10.0, "steps": 10, "smooth_z_mm": smooth_z}
+    )
     assert rows[0] == Setting(operating_level, 10.0, 10)
+    # with smoothing across slices calibrated, the table shows what it adds
+    assert (rows[1] == Setting(operating_level, 10.0, 10, smooth_z_mm=0.0)) == (smooth_z > 0)
     assert len(rows) == len(set(rows))
     assert {r.noise_level for r in rows} == {150, 250, 350}
     assert Setting(operating_level, 0.0, 10) in rows and Setting(operating_level, 8.0, 10) in rows
@@ -175,6 +218,7 @@ def test_default_table_starts_at_the_operating_point_and_varies_one_thing_at_a_t
             row.guidance != 10.0,
             row.steps != 10,
             row.phases != "avd",
+            row.smooth_z_mm is not None,
         ]
         assert sum(changed) == 1
 
