@@ -47,10 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     paths = list_cases(args.cache)
     model = AnomalyModel.load()
     threshold = float(model.defaults["threshold"])
-    spacing = (3.0, 1.5, 1.5)
     for number, index in enumerate(args.cases, start=1):
         case = load_cached_case(paths[index])
-        labels = case.labels
+        labels, spacing = case.labels, case.spacing_zyx
         full = model.heatmap(case.roi_hu, np.ones(3, bool), labels > 0, spacing)
         venous = model.heatmap(case.roi_hu, np.array([False, True, False]), labels > 0, spacing)
         z = int(np.argmax((labels == 2).sum(axis=(1, 2))))
@@ -58,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         m_full = case_metrics(full.heatmap, labels, threshold)
         m_ven = case_metrics(venous.heatmap, labels, threshold)
         fig, axes = plt.subplots(1, 4, figsize=(16, 4.6), dpi=100)
-        extent = (0, labels.shape[2] * 1.5, labels.shape[1] * 1.5, 0)
+        extent = (0, labels.shape[2] * spacing[2], labels.shape[1] * spacing[1], 0)
         for ax, c, name in ((axes[0], 0, "arterial"), (axes[1], 1, "venous")):
             ax.imshow(case.roi_hu[c, z], cmap="gray", vmin=-120, vmax=280, extent=extent)
             ax.set_title(f"{name} phase (HU -120..280)")
