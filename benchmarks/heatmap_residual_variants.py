@@ -12,7 +12,7 @@ the training anatomy before anything is calibrated or shipped:
   min(1, (d + a) / b) at distance d mm inside the gland;
 - the classifier's own evidence: its local logit map on the clean slices (averaged over four
   half-stride shifts, upsampled), the residual weighted by exp(0.25 * logit), and the residual
-  weighted by the classifier's saliency |d logit / d x|.
+  weighted by the classifier's saliency |d logit / d x| (also smoothed across slices).
 
 Every variant is smoothed in-plane only, except the shipped map, which is also smoothed across
 slices with the calibrated sigma (`smooth_z_mm`); the in-plane-only mean |r| is its baseline.
@@ -120,8 +120,13 @@ def main(argv: list[str] | None = None) -> int:
         gland, truth = case.labels > 0, case.labels[case.labels > 0] == 2
         maps = {name: restore(v[:, 0], batch, case.labels.shape) for name, v in variants.items()}
         depth = ndi.distance_transform_edt(gland, sampling=case.spacing_zyx)
+
+        sigma_z, spacing_z = float(d["smooth_z_mm"]), float(case.spacing_zyx[0])
         maps["mean |r| (shipped)"] = smooth_across_slices(
-            maps["mean |r| in-plane only"], batch.dilated, float(d["smooth_z_mm"]), float(case.spacing_zyx[0])
+            maps["mean |r| in-plane only"], batch.dilated, sigma_z, spacing_z
+        )
+        maps["|r| x saliency, across slices"] = smooth_across_slices(
+            maps["|r| x classifier saliency"], batch.dilated, sigma_z, spacing_z
         )
         shipped = maps["mean |r| (shipped)"]
         for a, b in BOUNDARY_WEIGHTS:
