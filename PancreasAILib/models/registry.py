@@ -198,11 +198,17 @@ def load_ensemble_weights(
 def save_weights(
     state_dict: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
 ) -> Path:
-    """Write a state dict as safetensors atomically (contiguous CPU tensors, no shared storage)."""
+    """Write a state dict as safetensors atomically (contiguous CPU tensors, no shared storage).
+
+    `metadata` is stored as one sorted JSON string under "pancreasai": safetensors writes its
+    metadata map in hash order, which varies between processes, so the same weights saved twice
+    would otherwise get different sha256 sums.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
+    header = {"pancreasai": json.dumps(metadata, sort_keys=True)} if metadata else None
+    save_file(tensors, str(tmp), metadata=header)
     os.replace(tmp, path)
     return path
 

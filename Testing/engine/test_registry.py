@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from PancreasAILib.models.registry import (
     WeightsError,
@@ -163,3 +164,16 @@ def test_an_ensemble_member_not_shipped_is_downloaded_from_its_url(registry, tmp
     states, _ = load_ensemble_weights("net", root)
     assert torch.equal(states[1]["layer.bias"], state["layer.bias"] + 2.0)
     assert (tmp_path / "cache" / "net.member1.safetensors").is_file()
+
+
+def test_the_same_weights_and_metadata_always_give_the_same_checksum(tmp_path):
+    """safetensors writes metadata in hash order; stored as one sorted string, the sha256 is stable."""
+    state = {"w": torch.arange(6, dtype=torch.float32).view(2, 3)}
+    metadata = {f"key{i}": str(i) for i in range(12)}
+    sums = set()
+    for i in range(6):
+        shuffled = dict(sorted(metadata.items(), key=lambda kv: (hash(kv[0]) + i) % 7))
+        sums.add(sha256_of(save_weights(state, tmp_path / f"w{i}.safetensors", metadata=shuffled)))
+    assert len(sums) == 1
+    with safe_open(str(tmp_path / "w0.safetensors"), "pt") as f:
+        assert json.loads(f.metadata()["pancreasai"]) == metadata
