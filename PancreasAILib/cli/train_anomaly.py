@@ -13,10 +13,16 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PancreasAILib.anomaly.preprocess import PreprocessSpec
 from PancreasAILib.models.ddpm import DDPMConfig
 from PancreasAILib.models.noise_classifier import NoiseClassifierConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from PancreasAILib.training.anomaly_trainer import TrainConfig
 
 DEFAULT_ANATOMY = Path("../shared/data/anatomy")
 DEFAULT_CACHE = Path("work_tmp/anomaly/cache")
@@ -168,7 +174,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version-tag", default="0.1.0", help="version recorded in the manifest (0.1.0)")
 
 
-def _start_from_registered(cfg):
+def _start_from_registered(cfg: TrainConfig) -> tuple[dict[str, torch.Tensor], TrainConfig]:
     """The registered weights of `cfg.model` (sha256-checked) and `cfg` with their network widths."""
     import dataclasses
 
