@@ -18,7 +18,7 @@ import numpy as np
 from PancreasAILib.anomaly.evaluation import Setting, raw_maps
 from PancreasAILib.anomaly.heatmap import AnomalyModel, smooth_across_slices
 from PancreasAILib.anomaly.metrics import auroc
-from PancreasAILib.anomaly.weights import update_heatmap_settings
+from PancreasAILib.anomaly.weights import SMOOTH_Z_CANDIDATES_MM, update_heatmap_settings
 from PancreasAILib.evaluation.overlap import dice_score
 from PancreasAILib.training.anomaly_data import CacheSpec, build_cache, list_cases, load_cached_case
 
@@ -50,7 +50,7 @@ def calibrate_and_record(
     guidances: tuple[float, ...] = (10.0, 30.0, 100.0, 300.0, 1000.0),
     noise_levels: tuple[int, ...] | None = None,
     smooth_mm: float = 4.0,
-    smooth_z_mm: tuple[float, ...] = (0.0, 3.0, 4.5, 6.0),
+    smooth_z_mm: tuple[float, ...] = SMOOTH_Z_CANDIDATES_MM,
     base: Setting | None = None,
     root: Path | None = None,
     log: Callable[[str], None] = print,

@@ -35,6 +35,11 @@ DEFAULT_HEATMAP = {
 }
 
 
+# Sigmas (mm) of smoothing across slices that calibration chooses among when not told otherwise:
+# applied to the same reconstructions, so trying several costs no network passes.
+SMOOTH_Z_CANDIDATES_MM = (0.0, 3.0, 4.5, 6.0)
+
+
 def _input_spec(record: dict[str, Any]) -> dict[str, Any]:
     return {
         "channels": ["arterial", "venous", "delayed"],

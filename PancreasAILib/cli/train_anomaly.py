@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PancreasAILib.anomaly.preprocess import PreprocessSpec
+from PancreasAILib.anomaly.weights import SMOOTH_Z_CANDIDATES_MM
 from PancreasAILib.models.ddpm import DDPMConfig
 from PancreasAILib.models.noise_classifier import NoiseClassifierConfig
 
@@ -160,10 +161,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--calibration-smooth-z",
         type=float,
         nargs="+",
-        default=[0.0, 3.0, 4.5, 6.0],
+        default=list(SMOOTH_Z_CANDIDATES_MM),
         metavar="MM",
-        help="Gaussian sigmas (mm) of smoothing across slices for --calibrate to choose among "
-        "(default 0 3 4.5 6; no network passes: applied to the same reconstructions)",
+        help="Gaussian sigmas (mm) of smoothing across slices for --calibrate to choose among (default "
+        f"{' '.join(f'{v:g}' for v in SMOOTH_Z_CANDIDATES_MM)}; no network passes: applied to the same reconstructions)",
     )
     parser.add_argument(
         "--init-from-shipped",
