@@ -9,6 +9,7 @@ and the stage-2 box (HU, pancreas mask) that the anomaly heatmap works on.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +64,9 @@ class Cascade:
     restrict_to_pancreas: bool = True
     calibration: PhaseCalibrations | None = None
     mirror: bool = True  # test-time mirroring in stage 2
+    # Test-time magnifications of stage 1's input, averaged (1.0 alone: the scan as it is); see
+    # `stage1_probability`. The registered stage 1's input specification names the chosen ones.
+    stage1_scales: tuple[float, ...] = (1.0,)
 
     @classmethod
     def load(
@@ -72,11 +76,13 @@ class Cascade:
         stage1: torch.nn.Module | Any | None = None,
         restrict_to_pancreas: bool = True,
         mirror: bool = True,
+        stage1_scales: Sequence[float] | None = None,
     ) -> Cascade:
         """Both networks from the registry; `stage1` may be replaced by an external pancreas model.
 
         A stage 1 registered as an ensemble (manifest `members`) runs as one network that averages
-        its members' probabilities."""
+        its members' probabilities. `stage1_scales` overrides the test-time magnifications of the
+        registered stage 1's specification (an external model always sees the scan as it is)."""
         dev = torch.device(device)
         entries = []
         if stage1 is None:
@@ -99,7 +105,12 @@ class Cascade:
                 net.to(dev).eval()
         spec2 = StageSpec.from_dict(entry2.input_spec)
         calibration = PhaseCalibrations.from_dict(entry2.calibration)
-        return cls(stage1, stage2, spec1, spec2, entries, dev, restrict_to_pancreas, calibration, mirror)
+        scales = tuple(stage1_scales) if stage1_scales is not None else spec1.test_time_scales
+        if not scales or min(scales) <= 0:
+            raise ValueError(f"stage-1 test-time scales must be positive magnifications, got {scales}")
+        return cls(
+            stage1, stage2, spec1, spec2, entries, dev, restrict_to_pancreas, calibration, mirror, scales
+        )
 
     def run(
         self,
@@ -185,10 +196,36 @@ class Cascade:
         )
 
     def stage1_probability(
-        self, images: dict[Phase, sitk.Image], grid: sitk.Image, mask: np.ndarray
+        self,
+        images: dict[Phase, sitk.Image],
+        grid: sitk.Image,
+        mask: np.ndarray,
+        scales: Sequence[float] | None = None,
     ) -> np.ndarray:
-        """Stage 1's pancreas probability on `grid` (public for analyses such as the scale probe)."""
-        arrays = np.stack(
+        """Stage 1's pancreas probability on `grid` (public for analyses such as the scale probe).
+
+        With `scales` (default: the cascade's `stage1_scales`) other than 1.0, the network also sees
+        the scan magnified: sampled at its spacing divided by the scale, so a small patient looks like
+        the bigger ones it was trained on; each probability comes back onto `grid` and they are
+        averaged. Why: stage 1 misses most of the gland of a small held-out patient (AMOS 0013) at
+        scale 1 and finds it at 1.4 (`benchmarks/stage1_scale_probe.py`). An external segmenter
+        brings its own handling of size and runs once."""
+        predict = getattr(self.stage1, "predict_probability", None)
+        if predict is not None:  # an external segmenter (nnU-Net, TotalSegmentator)
+            return predict(self._stage1_input(images, grid), mask, grid)
+        total = np.zeros(grid.GetSize()[::-1], np.float32)
+        for scale in self.stage1_scales if scales is None else scales:
+            if scale == 1.0:
+                total += self._stage1_network(images, grid, mask)
+                continue
+            magnified = grid_for_box(image_box(grid), np.asarray(grid.GetSpacing()) / scale)
+            probability = self._stage1_network(images, magnified, mask)
+            total += resample_onto(array_to_grid(probability, magnified), grid)
+        return total / len(self.stage1_scales if scales is None else scales)
+
+    def _stage1_input(self, images: dict[Phase, sitk.Image], grid: sitk.Image) -> np.ndarray:
+        """The phases in HU on `grid` (P, Z, Y, X), zeros for a missing phase."""
+        return np.stack(
             [
                 resample_onto(images[p], grid, default=-1024.0)
                 if p in images
@@ -196,11 +233,12 @@ class Cascade:
                 for p in PHASE_ORDER
             ]
         )
-        network_input = normalise_hu(arrays)
+
+    def _stage1_network(
+        self, images: dict[Phase, sitk.Image], grid: sitk.Image, mask: np.ndarray
+    ) -> np.ndarray:
+        network_input = normalise_hu(self._stage1_input(images, grid))
         network_input[~mask] = 0.0
-        predict = getattr(self.stage1, "predict_probability", None)
-        if predict is not None:  # an external segmenter (nnU-Net, TotalSegmentator) brings its own
-            return predict(arrays, mask, grid)
         return predict_stage1(self.stage1, network_input, mask, self.spec1.patch, self.device)
 
 

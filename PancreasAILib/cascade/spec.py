@@ -13,18 +13,26 @@ from dataclasses import asdict, dataclass
 
 @dataclass(frozen=True)
 class StageSpec:
-    """Spacing (x, y, z mm), training/inference patch (z, y, x voxels), ROI margins (x, y, z mm)."""
+    """Spacing (x, y, z mm), training/inference patch (z, y, x voxels), ROI margins (x, y, z mm), and
+    the test-time magnifications whose probabilities inference averages (chosen on validation cases
+    after training; 1.0 alone for a model run once on the scan as it is)."""
 
     spacing: tuple[float, float, float]
     patch: tuple[int, int, int]
     roi_margin_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    test_time_scales: tuple[float, ...] = (1.0,)
 
     def to_dict(self) -> dict:
         return {k: list(v) for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, data: dict) -> StageSpec:
-        return cls(tuple(data["spacing"]), tuple(data["patch"]), tuple(data.get("roi_margin_mm", (0, 0, 0))))
+        return cls(
+            tuple(data["spacing"]),
+            tuple(data["patch"]),
+            tuple(data.get("roi_margin_mm", (0, 0, 0))),
+            tuple(data.get("test_time_scales", (1.0,))),
+        )
 
 
 STAGE1 = StageSpec(spacing=(4.0, 4.0, 6.0), patch=(32, 64, 64))
