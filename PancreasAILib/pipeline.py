@@ -35,7 +35,7 @@ from PancreasAILib.export import (
 )
 from PancreasAILib.phases import PHASE_ORDER, PhaseSet
 from PancreasAILib.progress import ProgressCallback, null_progress
-from PancreasAILib.registration import AlignedCase, align_phase_set
+from PancreasAILib.registration import AlignedCase, AlignmentCache, align_phase_set
 
 log = logging.getLogger(__name__)
 DETECTION_MAP = "detection_map.nii.gz"
@@ -49,6 +49,7 @@ class PipelineOptions:
     segment: bool = True
     heatmap: bool = True
     heatmap_settings: dict[str, Any] = field(default_factory=dict)  # noise_level, guidance, steps
+    alignment_cache: AlignmentCache | None = None  # reuse registrations of identical images
 
 
 @dataclass
@@ -216,7 +217,9 @@ def run_case(
     options = options or PipelineOptions()
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    aligned = align_phase_set(phase_set, affine=options.affine, progress=progress, seed=options.seed)
+    aligned = align_phase_set(
+        phase_set, affine=options.affine, progress=progress, seed=options.seed, cache=options.alignment_cache
+    )
     timings["align"] = time.perf_counter() - start
     report = build_report(phase_set, aligned, timings)
     labels = sitk.Image(aligned.reference.GetSize(), sitk.sitkUInt8)

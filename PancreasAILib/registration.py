@@ -9,15 +9,21 @@ when the result looks poor.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from PancreasAILib.atomic import write_text_atomically
 from PancreasAILib.errors import AlignmentError
 from PancreasAILib.geometry import resample_to_reference, resample_to_spacing
 from PancreasAILib.phases import Phase, PhaseSet
@@ -225,6 +231,94 @@ def register_phase(
     )
 
 
+ALIGNMENT_CACHE_VERSION = 1
+CACHED_METHOD_NOTE = "; reused from the alignment cache"
+
+
+@dataclass(frozen=True)
+class AlignmentCache:
+    """Registrations already computed, keyed by the exact images and settings (a research convenience).
+
+    Why: an evaluation segments one dataset many times (each subset of phases, each candidate
+    model), and registration is about half of a case's time while its result depends only on the two
+    images and the settings. The key hashes both images' voxels and geometry with every setting that
+    changes the result, so a changed image or setting never reuses a stale transform. Entries hold a
+    matrix and numbers only (no paths, no identifiers) and are written atomically."""
+
+    folder: Path
+
+    @staticmethod
+    def key(reference: sitk.Image, moving: sitk.Image, *, affine: bool, seed: int) -> str:
+        digest = hashlib.sha256()
+        settings = [ALIGNMENT_CACHE_VERSION, affine, seed, REGISTRATION_GRID_MM, METRIC_SAMPLES_PER_LEVEL]
+        digest.update(json.dumps(settings).encode())
+        for image in (reference, moving):
+            geometry = [image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection()]
+            digest.update(json.dumps([image.GetPixelIDTypeAsString(), *geometry]).encode())
+            digest.update(np.ascontiguousarray(sitk.GetArrayViewFromImage(image)).tobytes())
+        return digest.hexdigest()
+
+    def load(self, key: str, phase: Phase) -> AlignmentResult | None:
+        path = self.folder / f"{key}.json"
+        if not path.is_file():
+            return None
+        entry = json.loads(path.read_text())
+        transform = sitk.AffineTransform(3)
+        transform.SetMatrix([float(v) for v in np.ravel(entry["matrix"])])
+        transform.SetTranslation([float(v) for v in entry["offset"]])
+        return AlignmentResult(
+            phase=phase,
+            transform=transform,
+            method=entry["method"] + CACHED_METHOD_NOTE,
+            translation_mm=tuple(entry["translation_mm"]),
+            rotation_deg=entry["rotation_deg"],
+            ncc_before=entry["ncc_before"],
+            ncc_after=entry["ncc_after"],
+            mutual_information_after=entry["mutual_information_after"],
+            seconds=entry["seconds"],
+            warning=entry["warning"],
+        )
+
+    def store(self, key: str, result: AlignmentResult) -> None:
+        matrix, offset = transform_matrix(result.transform)  # exact for rigid and affine transforms
+        entry = {
+            "version": ALIGNMENT_CACHE_VERSION,
+            "method": result.method,
+            "matrix": matrix.tolist(),
+            "offset": offset.tolist(),
+            "translation_mm": list(result.translation_mm),
+            "rotation_deg": result.rotation_deg,
+            "ncc_before": result.ncc_before,
+            "ncc_after": result.ncc_after,
+            "mutual_information_after": result.mutual_information_after,
+            "seconds": result.seconds,
+            "warning": result.warning,
+        }
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_text_atomically(self.folder / f"{key}.json", json.dumps(entry))
+
+
+def _register_or_reuse(
+    prepared: Callable[[], PreparedReference],
+    reference: sitk.Image,
+    moving: sitk.Image,
+    phase: Phase,
+    *,
+    affine: bool,
+    seed: int,
+    cache: AlignmentCache | None,
+) -> AlignmentResult:
+    if cache is None:
+        return register_phase(prepared(), moving, phase, affine=affine, seed=seed)
+    key = AlignmentCache.key(reference, moving, affine=affine, seed=seed)
+    cached = cache.load(key, phase)
+    if cached is not None:
+        return cached
+    result = register_phase(prepared(), moving, phase, affine=affine, seed=seed)
+    cache.store(key, result)
+    return result
+
+
 @dataclass
 class AlignedCase:
     """All phases on the reference grid (float32 HU) with how each moving phase was aligned."""
@@ -242,19 +336,24 @@ def align_phase_set(
     register: bool = True,
     progress: ProgressCallback = null_progress,
     seed: int = 0,
+    cache: AlignmentCache | None = None,
 ) -> AlignedCase:
-    """Register every other phase onto the reference and resample it onto the reference grid."""
+    """Register every other phase onto the reference and resample it onto the reference grid.
+
+    With `cache`, a registration of the same two images with the same settings is reused."""
     reference_phase = phase_set.reference_phase
     reference = sitk.Cast(phase_set.reference_image, sitk.sitkFloat32)
     images: dict[Phase, sitk.Image] = {reference_phase: reference}
     results: list[AlignmentResult] = []
     moving_phases = [p for p in phase_set.phases if p != reference_phase]
     progress("align", 0.0, f"reference: {reference_phase.value}")
-    prepared = PreparedReference.from_image(reference) if register and moving_phases else None
+    prepared = functools.cache(lambda: PreparedReference.from_image(reference))  # once, and only if needed
     for k, phase in enumerate(moving_phases):
         moving = phase_set.image(phase)
         if register:
-            result = register_phase(prepared, moving, phase, affine=affine, seed=seed)
+            result = _register_or_reuse(
+                prepared, reference, moving, phase, affine=affine, seed=seed, cache=cache
+            )
             results.append(result)
             transform = result.transform
         else:

@@ -7,7 +7,9 @@
 For each subset (all three, each pair, each single phase) it runs `pancreasai segment --batch DATA
 --phases SUBSET` (models loaded once per subset; heatmap off, it does not change the labels) and
 `pancreasai evaluate`, then prints one table: pancreas and tumour Dice, lesion AP at IoU 0.10 and
-0.15, patient AUROC, sensitivity and specificity. Existing prediction folders are reused.
+0.15, patient AUROC, sensitivity and specificity. Existing prediction folders are reused, and so
+are registrations of the same images (`segment --alignment-cache`, default OUT/alignment_cache;
+point several runs over one dataset, e.g. two model folders, at one cache).
 """
 
 from __future__ import annotations
@@ -57,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subsets", nargs="+", default=SUBSETS)
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--jobs", type=int, default=1, help="subsets segmented at once (cores are shared)")
+    parser.add_argument("--alignment-cache", type=Path, help="default OUT/alignment_cache")
     args = parser.parse_args(argv)
+    alignment_cache = args.alignment_cache or args.out / "alignment_cache"
     exe = str(Path(sys.executable).with_name("pancreasai"))
     env = dict(os.environ)
     if args.jobs > 1:  # share the cores instead of oversubscribing them
@@ -81,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                     "--progress",
                     "none",
                     "--overwrite",
+                    "--alignment-cache",
+                    str(alignment_cache),
                 ],
                 env,
             )

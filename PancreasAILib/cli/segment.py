@@ -26,6 +26,7 @@ from PancreasAILib.cli.common import (
 from PancreasAILib.errors import ExitCode, InputError, PancreasAIError
 from PancreasAILib.phases import PHASE_ORDER, Phase
 from PancreasAILib.pipeline import CaseResult, EngineModels, PipelineOptions, run_case
+from PancreasAILib.registration import AlignmentCache
 
 NNUNET_SUFFIXES = {f"_{i:04d}": phase for i, phase in enumerate(PHASE_ORDER)}
 
@@ -54,6 +55,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(the phase ablation)",
     )
     parser.add_argument("--affine", action="store_true", help="affine after rigid alignment")
+    parser.add_argument(
+        "--alignment-cache",
+        type=Path,
+        metavar="DIR",
+        help="reuse registrations of the very same images and settings stored in DIR, and store new ones "
+        "(for repeated runs over one dataset, e.g. the phase ablation; results are identical)",
+    )
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the heatmap's stochastic parts (default 0)"
     )
@@ -148,14 +156,22 @@ def run(args: argparse.Namespace) -> int:
     phase_set = phase_set_from_args(args)
     progress("load", 1.0, ", ".join(p.value for p in phase_set.phases))
     models = load_models(args)
-    options = PipelineOptions(
-        affine=args.affine, overwrite=args.overwrite, seed=args.seed, heatmap=args.heatmap
-    )
+    options = pipeline_options(args)
     result = run_case(phase_set, args.out, options, models=models, progress=progress)
     for line in summarise(result):
         print(line)
     print(f"wrote {result.outputs.out_dir}")
     return int(ExitCode.NO_PANCREAS) if result.report.segmentation_status == "no_pancreas" else 0
+
+
+def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
+    return PipelineOptions(
+        affine=args.affine,
+        overwrite=args.overwrite,
+        seed=args.seed,
+        heatmap=args.heatmap,
+        alignment_cache=AlignmentCache(args.alignment_cache) if args.alignment_cache else None,
+    )
 
 
 def find_batch_cases(folder: Path) -> dict[str, dict[Phase, Path] | list[Path]]:
@@ -186,9 +202,7 @@ def run_batch(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     models = load_models(args)
     load_s = time.perf_counter() - start
-    options = PipelineOptions(
-        affine=args.affine, overwrite=args.overwrite, seed=args.seed, heatmap=args.heatmap
-    )
+    options = pipeline_options(args)
     summary: dict[str, dict] = {}
     for k, (name, source) in enumerate(cases.items()):
         case_start = time.perf_counter()

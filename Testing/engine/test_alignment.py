@@ -10,7 +10,12 @@ import pytest
 import SimpleITK as sitk
 
 from PancreasAILib.phases import LoadedSeries, Phase, PhaseSet, SeriesInfo
-from PancreasAILib.registration import align_phase_set, transform_matrix
+from PancreasAILib.registration import (
+    CACHED_METHOD_NOTE,
+    AlignmentCache,
+    align_phase_set,
+    transform_matrix,
+)
 from PancreasAILib.synthesis import SynthesisConfig, procedural_anatomy, synthesize_case
 
 
@@ -69,3 +74,34 @@ def test_unrelated_images_give_a_poor_alignment_warning(synthetic_case):
     phase_set = PhaseSet({Phase.DELAYED: _series(noise, "d"), Phase.VENOUS: _series(venous, "v")})
     (result,) = align_phase_set(phase_set).alignments
     assert result.warning is not None and "check" in result.warning
+
+
+def test_the_alignment_cache_reuses_only_the_very_same_registration(synthetic_case, tmp_path):
+    venous = synthetic_case.phases[Phase.VENOUS]
+    shifted = sitk.Euler3DTransform()
+    shifted.SetTranslation((4.0, -3.0, 2.0))
+    moving = sitk.Resample(synthetic_case.phases[Phase.DELAYED], venous, shifted, sitk.sitkLinear, -1024.0)
+
+    def phase_set(delayed: sitk.Image) -> PhaseSet:
+        return PhaseSet({Phase.DELAYED: _series(delayed, "d"), Phase.VENOUS: _series(venous, "v")})
+
+    cache = AlignmentCache(tmp_path / "alignments")
+    computed = align_phase_set(phase_set(moving), cache=cache)
+    assert len(list(cache.folder.glob("*.json"))) == 1
+    reused = align_phase_set(phase_set(moving), cache=cache)
+    (first,), (second,) = computed.alignments, reused.alignments
+    assert second.method == first.method + CACHED_METHOD_NOTE and second.ncc_after == first.ncc_after
+    difference = sitk.GetArrayViewFromImage(computed.images[Phase.DELAYED]) - sitk.GetArrayViewFromImage(
+        reused.images[Phase.DELAYED]
+    )
+    assert np.abs(difference).max() < 1e-2  # the same transform, as a matrix: identical resampling
+    # One changed voxel is another image: registered afresh, a second entry
+    array = sitk.GetArrayFromImage(moving)
+    array[0, 0, 0] += 1.0
+    edited = sitk.GetImageFromArray(array)
+    edited.CopyInformation(moving)
+    (fresh,) = align_phase_set(phase_set(edited), cache=cache).alignments
+    assert not fresh.method.endswith(CACHED_METHOD_NOTE)
+    assert len(list(cache.folder.glob("*.json"))) == 2
+    (other_seed,) = align_phase_set(phase_set(moving), cache=cache, seed=1).alignments
+    assert not other_seed.method.endswith(CACHED_METHOD_NOTE)

@@ -217,3 +217,20 @@ def test_the_likelihood_uses_the_calibration_of_the_phases_given(small_case, tmp
     report, head, strongest = segment(tmp_path / "av", Phase.ARTERIAL, Phase.VENOUS)
     assert report["pdac_likelihood"] == pytest.approx(fits[ALL_PHASES](head, strongest), abs=2e-3)
     assert any("none is fitted for arterial, venous" in note for note in report["notes"])
+
+
+def test_a_second_run_reuses_the_registrations_of_the_alignment_cache(small_case, tiny_models, tmp_path):
+    cache = tmp_path / "alignments"
+    reports = []
+    for name in ("first", "second"):
+        assert _segment(small_case, tmp_path / name, "--alignment-cache", str(cache)) == 0
+        reports.append(json.loads((tmp_path / name / "report.json").read_text()))
+    first, second = ([a["method"] for a in r["alignment"]] for r in reports)
+    assert len(first) == 2 and not any("alignment cache" in m for m in first)
+    assert all(m.endswith("reused from the alignment cache") for m in second)
+    assert len(list(cache.glob("*.json"))) == 2
+    labels = [
+        sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / n / "labels.nii.gz")))
+        for n in ("first", "second")
+    ]
+    assert np.array_equal(*labels)
