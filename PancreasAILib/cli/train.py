@@ -201,6 +201,12 @@ def _add_segmentation_arguments(parser: argparse.ArgumentParser, stage: int) -> 
         help="with --register: add the best weights to the registered network as a further member "
         "(probabilities averaged) instead of replacing it; refit the likelihood with `pancreasai calibrate`",
     )
+    parser.add_argument(
+        "--version-tag",
+        metavar="VERSION",
+        help="with --register: the version recorded in the manifest (default: the package version and the "
+        "best step, e.g. 0.2.0+s1200)",
+    )
     add_progress_option(parser)
 
 
@@ -311,12 +317,15 @@ def register_run(stage: int, args: argparse.Namespace, summary: dict, minutes: f
         "validation_step": summary.get("step"),
         "licence": "Weights: research use only (derived from BTCV label maps).",
     }
-    version = f"{__version__}+s{summary.get('step', 0)}"
+    step = summary.get("step", 0)
     if args.ensemble:
         registered = get_entry(MODEL_NAMES[stage])
-        return add_ensemble_member(
-            MODEL_NAMES[stage], best, version=f"{registered.version}+s{summary.get('step', 0)}", card=card
-        )
+        version = args.version_tag or f"{registered.version}+s{step}"
+    else:
+        version = args.version_tag or f"{__version__}+s{step}"
+    _refuse_a_taken_version(MODEL_NAMES[stage], version, best)
+    if args.ensemble:
+        return add_ensemble_member(MODEL_NAMES[stage], best, version=version, card=card)
     return register_weights(
         MODEL_NAMES[stage],
         best,
@@ -325,6 +334,21 @@ def register_run(stage: int, args: argparse.Namespace, summary: dict, minutes: f
         input_spec=default_spec(stage).to_dict(),
         card=card,
     )
+
+
+def _refuse_a_taken_version(name: str, version: str, weights: Path) -> None:
+    """A version names one set of weights: two runs that stopped at the same step must not share one."""
+    from PancreasAILib.models.registry import WeightsError, get_entry, sha256_of
+
+    try:
+        registered = get_entry(name)
+    except WeightsError:  # nothing registered yet
+        return
+    if registered.version == version and registered.sha256 != sha256_of(weights):
+        raise InputError(
+            f"{name} {version} is already registered with other weights.",
+            "Name the new weights with --version-tag (e.g. the next release, 0.2.1).",
+        )
 
 
 def logged_training_minutes(run_dir: Path) -> float:

@@ -278,6 +278,20 @@ def test_train_command_registers_loadable_weights(cache, tmp_path, monkeypatch):
     assert entry.config["channels"] == list(TINY)
 
 
+def test_weights_of_another_run_need_their_own_version(cache, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PANCREASAI_MODELS", str(tmp_path / "models"))
+    common = ["--steps", "2", "--val-every", "2", "--channels", *CHANNELS, "--device", "cpu", "--register"]
+    assert main([*stage2_command(cache, tmp_path / "first"), *common]) == 0
+    first = get_entry("stage2_tumour")
+    # Another seed stops at the same best step: the default version (package + step) is taken
+    second = [*stage2_command(cache, tmp_path / "second"), *common, "--seed", "7"]
+    assert main(second) != 0
+    assert "already registered with other weights" in capsys.readouterr().err
+    assert get_entry("stage2_tumour").sha256 == first.sha256  # the registered weights are untouched
+    assert main([*second, "--version-tag", "9.9.9"]) == 0  # resumes the finished run, registers only
+    assert get_entry("stage2_tumour").version == "9.9.9" != first.version
+
+
 def test_train_command_adds_an_ensemble_member_beside_the_shipped_stage1(cache, tmp_path, monkeypatch):
     models = make_tiny_models(tmp_path / "models")
     monkeypatch.setenv("PANCREASAI_MODELS", str(models))
