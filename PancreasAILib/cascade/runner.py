@@ -208,20 +208,22 @@ class Cascade:
         the scan magnified: sampled at its spacing divided by the scale, so a small patient looks like
         the bigger ones it was trained on; each probability comes back onto `grid` and they are
         averaged. Why: stage 1 misses most of the gland of a small held-out patient (AMOS 0013) at
-        scale 1 and finds it at 1.4 (`benchmarks/stage1_scale_probe.py`). An external segmenter
-        brings its own handling of size and runs once."""
+        scale 1 and finds it at 1.4 (`benchmarks/stage1_scale_probe.py`); the shipped release keeps
+        1.0 alone because no set of scales helped on average (`benchmarks/stage1_multiscale.py`,
+        model card). An external segmenter brings its own handling of size and runs once."""
         predict = getattr(self.stage1, "predict_probability", None)
         if predict is not None:  # an external segmenter (nnU-Net, TotalSegmentator)
             return predict(self._stage1_input(images, grid), mask, grid)
+        scales = self.stage1_scales if scales is None else tuple(scales)
         total = np.zeros(grid.GetSize()[::-1], np.float32)
-        for scale in self.stage1_scales if scales is None else scales:
+        for scale in scales:
             if scale == 1.0:
                 total += self._stage1_network(images, grid, mask)
                 continue
             magnified = grid_for_box(image_box(grid), np.asarray(grid.GetSpacing()) / scale)
             probability = self._stage1_network(images, magnified, mask)
             total += resample_onto(array_to_grid(probability, magnified), grid)
-        return total / len(self.stage1_scales if scales is None else scales)
+        return total / len(scales)
 
     def _stage1_input(self, images: dict[Phase, sitk.Image], grid: sitk.Image) -> np.ndarray:
         """The phases in HU on `grid` (P, Z, Y, X), zeros for a missing phase."""
