@@ -60,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         metavar="DIR",
         help="reuse registrations of the very same images and settings stored in DIR, and store new ones "
-        "(for repeated runs over one dataset, e.g. the phase ablation; results are identical)",
+        "(for repeated runs over one dataset, e.g. the phase ablation; the same transforms, so the same results)",
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the heatmap's stochastic parts (default 0)"

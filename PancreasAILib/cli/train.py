@@ -317,12 +317,8 @@ def register_run(stage: int, args: argparse.Namespace, summary: dict, minutes: f
         "validation_step": summary.get("step"),
         "licence": "Weights: research use only (derived from BTCV label maps).",
     }
-    step = summary.get("step", 0)
-    if args.ensemble:
-        registered = get_entry(MODEL_NAMES[stage])
-        version = args.version_tag or f"{registered.version}+s{step}"
-    else:
-        version = args.version_tag or f"{__version__}+s{step}"
+    base = get_entry(MODEL_NAMES[stage]).version if args.ensemble else __version__
+    version = args.version_tag or f"{base}+s{summary.get('step', 0)}"
     _refuse_a_taken_version(MODEL_NAMES[stage], version, best)
     if args.ensemble:
         return add_ensemble_member(MODEL_NAMES[stage], best, version=version, card=card)
