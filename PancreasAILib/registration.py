@@ -248,15 +248,20 @@ class AlignmentCache:
     folder: Path
 
     @staticmethod
-    def key(reference: sitk.Image, moving: sitk.Image, *, affine: bool, seed: int) -> str:
+    def image_digest(image: sitk.Image) -> str:
+        """sha256 of an image's pixel type, geometry and voxels."""
         digest = hashlib.sha256()
-        settings = [ALIGNMENT_CACHE_VERSION, affine, seed, REGISTRATION_GRID_MM, METRIC_SAMPLES_PER_LEVEL]
-        digest.update(json.dumps(settings).encode())
-        for image in (reference, moving):
-            geometry = [image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection()]
-            digest.update(json.dumps([image.GetPixelIDTypeAsString(), *geometry]).encode())
-            digest.update(np.ascontiguousarray(sitk.GetArrayViewFromImage(image)).tobytes())
+        geometry = [image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection()]
+        digest.update(json.dumps([image.GetPixelIDTypeAsString(), *geometry]).encode())
+        digest.update(np.ascontiguousarray(sitk.GetArrayViewFromImage(image)).tobytes())
         return digest.hexdigest()
+
+    @staticmethod
+    def key(reference_digest: str, moving: sitk.Image, *, affine: bool, seed: int) -> str:
+        """The entry of one registration: both images (the reference by its digest) and every setting."""
+        settings = [ALIGNMENT_CACHE_VERSION, affine, seed, REGISTRATION_GRID_MM, METRIC_SAMPLES_PER_LEVEL]
+        parts = [json.dumps(settings), reference_digest, AlignmentCache.image_digest(moving)]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
     def load(self, key: str, phase: Phase) -> AlignmentResult | None:
         path = self.folder / f"{key}.json"
@@ -300,7 +305,7 @@ class AlignmentCache:
 
 def _register_or_reuse(
     prepared: Callable[[], PreparedReference],
-    reference: sitk.Image,
+    reference_digest: Callable[[], str],
     moving: sitk.Image,
     phase: Phase,
     *,
@@ -310,7 +315,7 @@ def _register_or_reuse(
 ) -> AlignmentResult:
     if cache is None:
         return register_phase(prepared(), moving, phase, affine=affine, seed=seed)
-    key = AlignmentCache.key(reference, moving, affine=affine, seed=seed)
+    key = AlignmentCache.key(reference_digest(), moving, affine=affine, seed=seed)
     cached = cache.load(key, phase)
     if cached is not None:
         return cached
@@ -347,12 +352,14 @@ def align_phase_set(
     results: list[AlignmentResult] = []
     moving_phases = [p for p in phase_set.phases if p != reference_phase]
     progress("align", 0.0, f"reference: {reference_phase.value}")
-    prepared = functools.cache(lambda: PreparedReference.from_image(reference))  # once, and only if needed
+    # Each made once per case, and only if needed
+    prepared = functools.cache(lambda: PreparedReference.from_image(reference))
+    reference_digest = functools.cache(lambda: AlignmentCache.image_digest(reference))
     for k, phase in enumerate(moving_phases):
         moving = phase_set.image(phase)
         if register:
             result = _register_or_reuse(
-                prepared, reference, moving, phase, affine=affine, seed=seed, cache=cache
+                prepared, reference_digest, moving, phase, affine=affine, seed=seed, cache=cache
             )
             results.append(result)
             transform = result.transform
