@@ -282,6 +282,7 @@ class PancreasAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 f"{lesion.volume_ml:.2f}",
                 f"{lesion.diameter_mm:.1f}",
                 f"{lesion.confidence:.2f}",
+                lesion.versus_gland,
             )
             for column, value in enumerate(values):
                 table.setItem(row, column, qt.QTableWidgetItem(value))

@@ -69,9 +69,14 @@ class EngineModels:
         stage1: Any | None = None,
         restrict_to_pancreas: bool = True,
         mirror: bool = True,
+        non_hypo_lesion_weight: float | None = None,
     ) -> EngineModels:
         cascade = Cascade.load(
-            device, stage1=stage1, restrict_to_pancreas=restrict_to_pancreas, mirror=mirror
+            device,
+            stage1=stage1,
+            restrict_to_pancreas=restrict_to_pancreas,
+            mirror=mirror,
+            non_hypo_lesion_weight=non_hypo_lesion_weight,
         )
         anomaly = None
         if heatmap:
@@ -156,6 +161,9 @@ def _fill_segmentation(report: Report, result: CascadeResult, models: EngineMode
             volume_ml=c.volume_ml,
             longest_axial_diameter_mm=c.longest_axial_diameter_mm,
             centroid_mm=c.centroid_mm,
+            network_confidence=c.network_confidence,
+            attenuation_hu=c.attenuation_hu,
+            hypoattenuating=c.hypoattenuating,
         )
         for c in result.lesions
     ]

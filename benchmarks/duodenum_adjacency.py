@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     from scipy import ndimage as ndi
 
     from PancreasAILib.phases import Phase
-    from PancreasAILib.synthesis.anatomy import Organ, anatomy_name, list_anatomy_maps, load_anatomy_cached
-    from PancreasAILib.synthesis.case import SynthesisConfig, synthesize_case
+    from PancreasAILib.synthesis.anatomy import Organ
+    from PancreasAILib.synthesis.dataset import remake_case
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -43,23 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--anatomy", type=Path, help="anatomy folder (default: the one the dataset records)")
     args = parser.parse_args(argv)
 
-    recorded = json.loads((args.data / "dataset.json").read_text())["pancreasai"]
-    config = replace(SynthesisConfig.from_dict(recorded["config"]), keep_organ_labels=True)
-    maps = {anatomy_name(p): p for p in list_anatomy_maps(args.anatomy or recorded["anatomy_source"])}
     names = args.cases or sorted(p.stem for p in (args.data / "cases").glob("*.json"))
     print(
         f"case         anatomy            gland within {args.within:.0f} mm   recall there   beyond   duodenum HU"
     )
     for name in names:
         meta = json.loads((args.data / "cases" / f"{name}.json").read_text())
-        index = int(name.rsplit("_", 1)[1])
-        case = synthesize_case(
-            load_anatomy_cached(str(maps[meta["anatomy"]])), config, seed=recorded["seed"], case_index=index
-        )
-        truth = sitk.GetArrayFromImage(sitk.ReadImage(str(args.data / meta["label"])))
-        labels = sitk.GetArrayFromImage(case.labels)
-        if labels.shape != truth.shape or not np.array_equal(labels, truth):
-            raise SystemExit(f"{name}: the case did not come out identical; was it made by another version?")
+        case = remake_case(args.data, name, anatomy=args.anatomy)  # checks the labels come out identical
+        truth = sitk.GetArrayFromImage(case.labels)
         organs = sitk.GetArrayFromImage(case.organs)
         predicted = sitk.GetArrayFromImage(sitk.ReadImage(str(args.pred / name / "labels.nii.gz"))) > 0
         gland = truth > 0

@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--jobs", type=int, default=1, help="subsets segmented at once (cores are shared)")
     parser.add_argument("--alignment-cache", type=Path, help="default OUT/alignment_cache")
+    parser.add_argument(
+        "--non-hypo-weight", type=float, help="passed to `segment` (default: the release's choice)"
+    )
     args = parser.parse_args(argv)
     alignment_cache = args.alignment_cache or args.out / "alignment_cache"
     exe = str(Path(sys.executable).with_name("pancreasai"))
@@ -87,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
                     "--overwrite",
                     "--alignment-cache",
                     str(alignment_cache),
+                    *(
+                        ["--non-hypo-weight", str(args.non_hypo_weight)]
+                        if args.non_hypo_weight is not None
+                        else []
+                    ),
                 ],
                 env,
             )

@@ -30,6 +30,7 @@ LESION_COLUMNS: tuple[str, ...] = (
     "Volume (mL)",
     "Longest axial diameter (mm)",
     "Confidence",
+    "Vs gland (HU)",
     "R (mm)",
     "A (mm)",
     "S (mm)",
@@ -53,6 +54,9 @@ class Lesion:
     volume_ml: float
     diameter_mm: float
     centroid_ras: tuple[float, float, float]
+    # Mean HU minus the rest of the gland per phase, e.g. "-22 venous" (PDAC is darker than the
+    # gland); "" when the report has none (reports before schema 1.2).
+    versus_gland: str = ""
 
 
 @dataclass
@@ -113,9 +117,19 @@ def lesions_from_report(report: dict) -> list[Lesion]:
                 float(item["volume_ml"]),
                 float(item["longest_axial_diameter_mm"]),
                 tuple(float(v) for v in ras),
+                versus_gland_text(item),
             )
         )
     return lesions
+
+
+def versus_gland_text(item: dict) -> str:
+    """'-22 arterial, +3 venous' (HU against the rest of the gland), marked when not darker anywhere."""
+    attenuation = item.get("attenuation_hu") or {}
+    text = ", ".join(f"{value:+.0f} {phase}" for phase, value in attenuation.items())
+    if attenuation and item.get("hypoattenuating") is False:
+        text += " (not darker: ranked lower)"
+    return text
 
 
 class ResultImporter:
@@ -232,7 +246,8 @@ class ResultImporter:
             index = node.AddControlPoint(*lesion.centroid_ras, f"L{lesion.id}")
             node.SetNthControlPointDescription(
                 index,
-                f"{lesion.volume_ml:.2f} mL, {lesion.diameter_mm:.1f} mm, confidence {lesion.confidence:.2f}",
+                f"{lesion.volume_ml:.2f} mL, {lesion.diameter_mm:.1f} mm, confidence {lesion.confidence:.2f}"
+                + (f"; HU vs gland {lesion.versus_gland}" if lesion.versus_gland else ""),
             )
             node.SetNthControlPointLocked(index, True)  # a measurement, not something to drag by accident
         return node
@@ -240,10 +255,12 @@ class ResultImporter:
     def _lesion_table(self, lesions: list[Lesion], run_name: str):
         node = self._add("vtkMRMLTableNode", f"PancreasAI {run_name} lesion table", "lesion_table")
         rows = [
-            (f"L{le.id}", le.volume_ml, le.diameter_mm, le.confidence, *le.centroid_ras) for le in lesions
+            (f"L{le.id}", le.volume_ml, le.diameter_mm, le.confidence, le.versus_gland, *le.centroid_ras)
+            for le in lesions
         ]
+        text_columns = {LESION_COLUMNS.index("Lesion"), LESION_COLUMNS.index("Vs gland (HU)")}
         for c, title in enumerate(LESION_COLUMNS):
-            column = vtk.vtkStringArray() if c == 0 else vtk.vtkDoubleArray()
+            column = vtk.vtkStringArray() if c in text_columns else vtk.vtkDoubleArray()
             column.SetName(title)
             column.SetNumberOfValues(len(rows))
             for r, row in enumerate(rows):

@@ -5,6 +5,7 @@ around it, keep it as one lesion (confidence p) when it has at least `min_voxels
 remove it. A region that touches an already kept lesion is that lesion's fringe (the ring between
 its cut-off and the next peak), not a second lesion, and is dropped, as are rings touching a fringe. Each lesion gets its volume, longest axial diameter, centroid (LPS mm) and confidence;
 the detection map holds each lesion's confidence on its voxels (what lesion-level AP is computed on).
+`cascade.attenuation` then compares each lesion's attenuation with the rest of the gland.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ class LesionCandidate:
     longest_axial_diameter_mm: float
     centroid_mm: tuple[float, float, float]
     voxels: int
+    network_confidence: float | None = None  # before `attenuation.weigh_by_attenuation`, when applied
+    attenuation_hu: dict[str, float] | None = None  # mean HU minus the rest of the gland, per phase
+    hypoattenuating: bool | None = None  # darker than the gland in at least one phase given
 
 
 def extract_lesions(
@@ -41,8 +45,9 @@ def extract_lesions(
     min_voxels: int = MIN_VOXELS,
     max_lesions: int = 10,
     restrict: np.ndarray | None = None,
-) -> tuple[list[LesionCandidate], np.ndarray]:
-    """Lesions (strongest first) and the detection map (float32, same shape) of a probability on `grid`.
+) -> tuple[list[LesionCandidate], np.ndarray, np.ndarray]:
+    """Lesions (strongest first), the detection map (float32) and the lesion regions (int16: each
+    lesion's id on its voxels, 0 elsewhere) of a probability on `grid`, all of its shape.
 
     `restrict`: an optional boolean mask (e.g. the dilated pancreas) outside which nothing is a lesion.
     """
@@ -50,6 +55,7 @@ def extract_lesions(
     if restrict is not None:
         prob[~restrict] = 0.0
     detection = np.zeros_like(prob)
+    regions_out = np.zeros(prob.shape, np.int16)
     claimed = np.zeros(prob.shape, bool)  # kept lesions and their fringes
     spacing_zyx = np.asarray(grid.GetSpacing())[::-1]
     voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
@@ -84,7 +90,8 @@ def extract_lesions(
             )
         )
         detection[region] = peak
-    return lesions, detection
+        regions_out[region] = len(lesions)
+    return lesions, detection, regions_out
 
 
 def touches(region: np.ndarray, other: np.ndarray) -> bool:

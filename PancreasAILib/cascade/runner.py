@@ -18,6 +18,7 @@ import SimpleITK as sitk
 import torch
 from scipy import ndimage as ndi
 
+from PancreasAILib.cascade.attenuation import weigh_by_attenuation
 from PancreasAILib.cascade.calibration import PhaseCalibrations
 from PancreasAILib.cascade.grids import array_to_grid, grid_for_box, image_box, normalise_hu, resample_onto
 from PancreasAILib.cascade.lesions import LesionCandidate, extract_lesions, pdac_likelihood
@@ -67,6 +68,9 @@ class Cascade:
     # Test-time magnifications of stage 1's input, averaged (1.0 alone: the scan as it is); see
     # `stage1_probability`. The registered stage 1's input specification names the chosen ones.
     stage1_scales: tuple[float, ...] = (1.0,)
+    # Share of its confidence a lesion darker than the gland in no phase keeps (`cascade.attenuation`;
+    # 1.0 only records the attenuation); the registered stage 2's specification names the release's.
+    non_hypo_lesion_weight: float = 1.0
 
     @classmethod
     def load(
@@ -77,12 +81,15 @@ class Cascade:
         restrict_to_pancreas: bool = True,
         mirror: bool = True,
         stage1_scales: Sequence[float] | None = None,
+        non_hypo_lesion_weight: float | None = None,
     ) -> Cascade:
         """Both networks from the registry; `stage1` may be replaced by an external pancreas model.
 
         A stage 1 registered as an ensemble (manifest `members`) runs as one network that averages
         its members' probabilities. `stage1_scales` overrides the test-time magnifications of the
-        registered stage 1's specification (an external model always sees the scan as it is)."""
+        registered stage 1's specification (an external model always sees the scan as it is);
+        `non_hypo_lesion_weight` overrides the registered stage 2's (the likelihood calibration was
+        fitted with that one)."""
         dev = torch.device(device)
         entries = []
         if stage1 is None:
@@ -108,8 +115,21 @@ class Cascade:
         scales = tuple(stage1_scales) if stage1_scales is not None else spec1.test_time_scales
         if not scales or min(scales) <= 0:
             raise ValueError(f"stage-1 test-time scales must be positive magnifications, got {scales}")
+        weight = spec2.non_hypo_lesion_weight if non_hypo_lesion_weight is None else non_hypo_lesion_weight
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"the weight of non-hypo-attenuating lesions must lie in [0, 1], got {weight}")
         return cls(
-            stage1, stage2, spec1, spec2, entries, dev, restrict_to_pancreas, calibration, mirror, scales
+            stage1,
+            stage2,
+            spec1,
+            spec2,
+            entries,
+            dev,
+            restrict_to_pancreas,
+            calibration,
+            mirror,
+            scales,
+            weight,
         )
 
     def run(
@@ -173,7 +193,10 @@ class Cascade:
         if self.restrict_to_pancreas:
             restrict = dilate_mm(largest_component(gland), roi.GetSpacing()[::-1], RESTRICT_MARGIN_MM)
             label_roi[(label_roi == 2) & ~restrict] = 0
-        lesions, detection = extract_lesions(probs[2], roi, restrict=restrict)
+        lesions, detection, regions = extract_lesions(probs[2], roi, restrict=restrict)
+        lesions, detection = weigh_by_attenuation(
+            lesions, regions, detection, roi_hu, mask, gland, self.non_hypo_lesion_weight
+        )
         labels = roi_to_reference(probs, roi, reference, restrict)
         detection_ref = paste_roi(array_to_grid(detection.astype(np.float32), roi), reference)
         timings["lesions"] = time.perf_counter() - start

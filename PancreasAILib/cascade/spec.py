@@ -13,17 +13,21 @@ from dataclasses import asdict, dataclass
 
 @dataclass(frozen=True)
 class StageSpec:
-    """Spacing (x, y, z mm), training/inference patch (z, y, x voxels), ROI margins (x, y, z mm), and
-    the test-time magnifications whose probabilities inference averages (chosen on validation cases
-    after training; 1.0 alone for a model run once on the scan as it is)."""
+    """Spacing (x, y, z mm), training/inference patch (z, y, x voxels), ROI margins (x, y, z mm), the
+    test-time magnifications whose probabilities inference averages (chosen on validation cases
+    after training; 1.0 alone for a model run once on the scan as it is), and for stage 2 the share
+    of its confidence that a lesion darker than the gland in no phase keeps
+    (`cascade.attenuation`; 1.0: not weighed). The last two are release choices that the
+    likelihood calibration is fitted with, so they are stored with the weights."""
 
     spacing: tuple[float, float, float]
     patch: tuple[int, int, int]
     roi_margin_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
     test_time_scales: tuple[float, ...] = (1.0,)
+    non_hypo_lesion_weight: float = 1.0
 
     def to_dict(self) -> dict:
-        return {k: list(v) for k, v in asdict(self).items()}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, data: dict) -> StageSpec:
@@ -32,6 +36,7 @@ class StageSpec:
             tuple(data["patch"]),
             tuple(data.get("roi_margin_mm", (0, 0, 0))),
             tuple(data.get("test_time_scales", (1.0,))),
+            float(data.get("non_hypo_lesion_weight", 1.0)),
         )
 
 

@@ -35,7 +35,7 @@ class CalibrationCase:
     head: float
     strongest_lesion: float
     has_tumour: bool
-    stage2_version: str | None
+    stage2_sha256: str | None  # the weights' identity; a version string can be renamed
     phases: str  # phase_key of the phases the case was segmented with
 
 
@@ -74,12 +74,12 @@ def read_cases(pred_root: Path, gt_root: Path) -> list[CalibrationCase]:
         truth = sitk.GetArrayFromImage(sitk.ReadImage(str(_truth_path(gt_root, report_file.parent.name))))
         has_tumour = bool((truth == 2).any())
         strongest = max((lesion["confidence"] for lesion in report.get("lesions", [])), default=0.0)
-        version = next((m["version"] for m in report.get("models", []) if m["name"] == "stage2_tumour"), None)
+        sha256 = next((m["sha256"] for m in report.get("models", []) if m["name"] == "stage2_tumour"), None)
         name = report_file.parent.name
         if not report.get("phases"):
             raise InputError(f"{report_file} names no phases.", "Segment the case again with this version.")
         phases = phase_key(report["phases"])
-        cases.append(CalibrationCase(name, float(head), float(strongest), has_tumour, version, phases))
+        cases.append(CalibrationCase(name, float(head), float(strongest), has_tumour, sha256, phases))
     return cases
 
 
@@ -107,11 +107,12 @@ def run(args: argparse.Namespace) -> int:
     print("calibration:", json.dumps(calibrations.to_dict()))
     if args.register:
         entry = get_entry(STAGE2_MODEL)
-        versions = {c.stage2_version for c in cases}
-        if versions != {entry.version}:
+        made_with = {c.stage2_sha256 for c in cases}
+        if made_with != {entry.sha256}:
             raise InputError(
-                f"The predictions were made with {STAGE2_MODEL} {sorted(map(str, versions))}, "
-                f"but {entry.version} is registered.",
+                f"The predictions were made with {STAGE2_MODEL} weights of sha256 "
+                f"{', '.join(sorted(str(s)[:12] + '…' for s in made_with))}, but the registered "
+                f"{STAGE2_MODEL} {entry.version} is {entry.sha256[:12]}….",
                 "Segment the cases again with the registered weights, then calibrate.",
             )
         earlier = PhaseCalibrations.from_dict(entry.calibration) or PhaseCalibrations()

@@ -103,11 +103,26 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "its time; default on)",
     )
     parser.add_argument(
+        "--non-hypo-weight",
+        type=_share,
+        metavar="W",
+        help="share of its confidence that a lesion darker than the gland in no phase keeps, in [0, 1] "
+        "(PDAC is hypo-attenuating in most patients; 1 = rank by the network alone; default: the "
+        "release's choice, which its likelihood calibration was fitted with)",
+    )
+    parser.add_argument(
         "--stage1-model",
         metavar="DIR|totalsegmentator",
         help="find the pancreas with an nnU-Net v2 model folder (plans.json, dataset.json, fold_*/) or with "
         "TotalSegmentator's installed weights instead of the shipped coarse model",
     )
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a share in [0, 1]")
+    return value
 
 
 def load_models(args: argparse.Namespace) -> EngineModels:
@@ -125,7 +140,21 @@ def load_models(args: argparse.Namespace) -> EngineModels:
         stage1=stage1,
         restrict_to_pancreas=args.restrict_to_pancreas,
         mirror=args.mirror,
+        non_hypo_lesion_weight=args.non_hypo_weight,
     )
+
+
+def _attenuation_words(lesion) -> str:
+    """', 18 HU below the gland (arterial), ...' so a reader sees why a lesion ranks where it does."""
+    if not lesion.attenuation_hu:
+        return ""
+    words = ", ".join(
+        f"{abs(v):.0f} HU {'below' if v < 0 else 'above'} the gland ({phase})"
+        for phase, v in lesion.attenuation_hu.items()
+    )
+    if lesion.hypoattenuating is False and lesion.network_confidence is not None:
+        words += f"; not hypo-attenuating: network confidence {lesion.network_confidence:.2f} weighed down"
+    return f"; {words}"
 
 
 def summarise(result: CaseResult) -> list[str]:
@@ -141,6 +170,7 @@ def summarise(result: CaseResult) -> list[str]:
         lines.append(
             f"lesion {lesion.id}: {lesion.volume_ml:.1f} mL, {lesion.longest_axial_diameter_mm:.0f} mm, "
             f"confidence {lesion.confidence:.2f}, at LPS ({x:.0f}, {y:.0f}, {z:.0f}) mm"
+            + _attenuation_words(lesion)
         )
     if report.heatmap.computed:
         lines.append(f"heatmap: {report.heatmap.summary}")

@@ -1,9 +1,10 @@
 """The case report (report.json): a versioned schema of plain dataclasses, checked on the way in and out.
 
 The report is what a research engineer greps and what the Slicer module shows, so it must be stable
-(`REPORT_SCHEMA_VERSION`; add fields with defaults, bump the minor version; rename or remove only
-with a major bump) and must never carry PHI: inputs are described by `SeriesInfo.to_report()`,
-which holds salted hashes instead of patient/study identifiers and no UIDs or DICOM paths.
+(`REPORT_SCHEMA_VERSION`; add fields with defaults, marked `_since(minor)`, and bump the minor
+version, so reports of earlier minor versions still read; rename or remove only with a major bump)
+and must never carry PHI: inputs are described by `SeriesInfo.to_report()`, which holds salted
+hashes instead of patient/study identifiers and no UIDs or DICOM paths.
 `assert_no_phi` checks a report for given identifiers and for anything shaped like a DICOM UID.
 """
 
@@ -23,9 +24,14 @@ from typing import Any, Literal, Union
 from PancreasAILib import __version__
 from PancreasAILib.export.grid import GeometryInfo
 
-REPORT_SCHEMA_VERSION = "1.1"
+REPORT_SCHEMA_VERSION = "1.2"
 SegmentationStatus = Literal["done", "not_run", "no_pancreas"]
 _UID_PATTERN = re.compile(r"\b[0-2](\.(0|[1-9]\d*)){4,}\b")  # e.g. 1.2.840.113619.2.55 (DICOM UID shape)
+
+
+def _since(minor: int) -> dict[str, int]:
+    """Field metadata: added in schema 1.<minor>, so a report of an earlier minor version may lack it."""
+    return {"since_minor": minor}
 
 
 class ReportValidationError(ValueError):
@@ -41,6 +47,12 @@ class Lesion:
     volume_ml: float
     longest_axial_diameter_mm: float
     centroid_mm: tuple[float, float, float]
+    # 1.2: the network's confidence before the attenuation check (`cascade.attenuation`), the lesion's
+    # mean HU minus the median of the rest of the gland per phase given, and whether it is darker
+    # than the gland in at least one of them (None: too little gland to compare with).
+    network_confidence: float | None = field(default=None, metadata=_since(2))
+    attenuation_hu: dict[str, float] | None = field(default=None, metadata=_since(2))
+    hypoattenuating: bool | None = field(default=None, metadata=_since(2))
 
 
 @dataclass
@@ -95,7 +107,8 @@ class Report:
     segmentation_status: SegmentationStatus = "not_run"
     segmentation_reason: str | None = None
     pdac_likelihood: float | None = None
-    pdac_classifier_probability: float | None = None  # the head alone (1.1), so a calibration can be refitted
+    # the head alone, so a calibration can be refitted
+    pdac_classifier_probability: float | None = field(default=None, metadata=_since(1))
     lesions: list[Lesion] = field(default_factory=list)
     heatmap: HeatmapInfo = field(default_factory=HeatmapInfo)
     timings_s: dict[str, float] = field(default_factory=dict)
@@ -138,7 +151,7 @@ def validate_report(data: Any) -> None:
         raise ReportValidationError(
             f"schema_version {version!r} is not readable by this version (expects {REPORT_SCHEMA_VERSION})."
         )
-    _check(Report, data, "report")
+    _check(Report, data, "report", _minor(version))
     if data["pdac_likelihood"] is not None and not 0.0 <= data["pdac_likelihood"] <= 1.0:
         raise ReportValidationError("report.pdac_likelihood must lie in [0, 1].")
     for n, lesion in enumerate(data["lesions"]):
@@ -152,7 +165,12 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _check(tp: Any, value: Any, where: str) -> None:
+def _minor(version: str) -> int:
+    parts = version.split(".")
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+
+def _check(tp: Any, value: Any, where: str, minor: int) -> None:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if tp is Any:
@@ -166,13 +184,15 @@ def _check(tp: Any, value: Any, where: str) -> None:
             raise ReportValidationError(f"{where} has unknown field(s): {', '.join(sorted(unknown))}.")
         for f in dataclasses.fields(tp):
             if f.name not in value:
+                if minor < f.metadata.get("since_minor", 0):
+                    continue  # added after this report was written: it reads with the default
                 raise ReportValidationError(f"{where}.{f.name} is missing.")
-            _check(hints[f.name], value[f.name], f"{where}.{f.name}")
+            _check(hints[f.name], value[f.name], f"{where}.{f.name}", minor)
     elif origin in (Union, types.UnionType):
         errors = []
         for option in args:
             try:
-                _check(option, value, where)
+                _check(option, value, where, minor)
                 return
             except ReportValidationError as err:
                 errors.append(str(err))
@@ -204,14 +224,14 @@ def _check(tp: Any, value: Any, where: str) -> None:
             raise ReportValidationError(f"{where} must have {len(args)} items.")
         for n, item in enumerate(value):
             item_type = args[0] if origin is list or args[-1] is Ellipsis else args[n]
-            _check(item_type, item, f"{where}[{n}]")
+            _check(item_type, item, f"{where}[{n}]", minor)
     elif origin is dict:
         if not isinstance(value, dict):
             raise ReportValidationError(f"{where} must be an object.")
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ReportValidationError(f"{where} keys must be strings.")
-            _check(args[1], item, f"{where}[{key!r}]")
+            _check(args[1], item, f"{where}[{key!r}]", minor)
     else:  # pragma: no cover - a schema type this validator does not know
         raise TypeError(f"Unsupported schema type {tp!r} at {where}.")
 

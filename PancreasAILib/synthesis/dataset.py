@@ -35,7 +35,13 @@ from PancreasAILib.atomic import atomic_output_dir, write_file_atomically, write
 from PancreasAILib.dicom_write import SeriesHeader, write_dicom_series
 from PancreasAILib.errors import InputError
 from PancreasAILib.phases import PHASE_ORDER, Phase
-from PancreasAILib.synthesis.anatomy import Anatomy, anatomy_split, list_anatomy_maps, load_anatomy_cached
+from PancreasAILib.synthesis.anatomy import (
+    Anatomy,
+    anatomy_name,
+    anatomy_split,
+    list_anatomy_maps,
+    load_anatomy_cached,
+)
 from PancreasAILib.synthesis.case import GENERATOR_VERSION, SynthesisConfig, SyntheticCase, synthesize_case
 from PancreasAILib.synthesis.procedural import procedural_anatomy
 
@@ -86,6 +92,47 @@ def anatomy_for_case(sources: list[str], seed: int, index: int) -> Anatomy:
     if sources == [PROCEDURAL]:
         return procedural_anatomy(int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0]))
     return load_anatomy_cached(sources[index % len(sources)])
+
+
+def remake_case(
+    dataset_dir: Path | str, name: str, anatomy: Path | str | None = None, keep_organ_labels: bool = True
+) -> SyntheticCase:
+    """Synthesise one case of a written dataset again, from its recorded seed and configuration.
+
+    Why: a dataset keeps the images and the pancreas/tumour labels only, while an analysis of where
+    predictions go wrong needs the full organ map; the generator is deterministic, so it can give
+    that map back. `anatomy` replaces the recorded anatomy folder (e.g. when the dataset was made
+    from another working directory). Refused when the labels do not come out identical (a dataset
+    made by another generator version, or edited since).
+    """
+    from dataclasses import replace
+
+    root = Path(dataset_dir)
+    recorded = json.loads((root / "dataset.json").read_text())["pancreasai"]
+    record = json.loads((root / "cases" / f"{name}.json").read_text())
+    config = replace(SynthesisConfig.from_dict(recorded["config"]), keep_organ_labels=keep_organ_labels)
+    seed, index = int(recorded["seed"]), int(name.rsplit("_", 1)[1])
+    source = str(anatomy or recorded["anatomy_source"])
+    if source == PROCEDURAL:
+        case_anatomy = anatomy_for_case([PROCEDURAL], seed, index)
+    else:
+        maps = {anatomy_name(p): p for p in list_anatomy_maps(source)}
+        if record["anatomy"] not in maps:
+            raise InputError(
+                f"{name} was made from the anatomy map {record['anatomy']}, which is not under {source}.",
+                "Pass the anatomy folder the dataset was made from.",
+            )
+        case_anatomy = load_anatomy_cached(str(maps[record["anatomy"]]))
+    case = synthesize_case(case_anatomy, config, seed=seed, case_index=index)
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(root / record["label"])))
+    remade = sitk.GetArrayFromImage(case.labels)
+    if remade.shape != truth.shape or not np.array_equal(remade, truth):
+        raise InputError(
+            f"{name} did not come out identical to {root / record['label']}.",
+            f"Remake it with the generator that wrote it (version {recorded.get('generator_version')}; "
+            f"this one is {GENERATOR_VERSION}).",
+        )
+    return case
 
 
 def write_nifti(path: Path, image: sitk.Image) -> Path:

@@ -59,10 +59,14 @@ def test_likelihood_uses_the_calibration_when_given():
     assert pdac_likelihood(0.8, [lesion], calibration) == pytest.approx(expected, abs=1e-4)
 
 
-def _fake_predictions(tmp_path, version: str, phases=("arterial", "venous", "delayed"), shift=0.0, seed=1):
+def _fake_predictions(
+    tmp_path, sha256: str | None = None, phases=("arterial", "venous", "delayed"), shift=0.0, seed=1
+):
     """Segment-batch style reports plus nnU-Net labels for 24 cases drawn like `_scores`.
 
-    The same cases (same truth) for every `phases`, as `segment --batch --phases` makes them."""
+    The same cases (same truth) for every `phases`, as `segment --batch --phases` makes them; made
+    with the registered stage-2 weights unless `sha256` says otherwise."""
+    sha256 = sha256 or get_entry("stage2_tumour").sha256
     head, lesion, tumour = _scores(np.random.default_rng(seed), n=24, shift=shift)
     pred, labels = tmp_path / f"pred_{'+'.join(phases)}", tmp_path / "gt" / "labelsTr"
     labels.mkdir(parents=True, exist_ok=True)
@@ -74,7 +78,7 @@ def _fake_predictions(tmp_path, version: str, phases=("arterial", "venous", "del
             "phases": {p: {"confidence": 1.0} for p in phases},
             "pdac_classifier_probability": float(head[k]),
             "lesions": [{"confidence": float(lesion[k])}],
-            "models": [{"name": "stage2_tumour", "version": version, "sha256": "x"}],
+            "models": [{"name": "stage2_tumour", "version": "as segmented", "sha256": sha256}],
         }
         (case / "report.json").write_text(json.dumps(report))
         label = np.zeros((4, 8, 8), np.uint8)
@@ -88,7 +92,7 @@ def _fake_predictions(tmp_path, version: str, phases=("arterial", "venous", "del
 def test_calibrate_command_stores_the_fit_and_the_cascade_uses_it(tmp_path, monkeypatch, capsys):
     models = make_tiny_models(tmp_path / "models")
     monkeypatch.setenv("PANCREASAI_MODELS", str(models))
-    pred, gt = _fake_predictions(tmp_path, version="test")
+    pred, gt = _fake_predictions(tmp_path)
     assert main(["calibrate", "--pred", str(pred), "--gt", str(gt), "--register"]) == 0
     out = capsys.readouterr().out
     assert "24 cases" in out and "calibrated" in out
@@ -102,8 +106,8 @@ def test_each_subset_of_phases_gets_its_own_threshold(tmp_path, monkeypatch, cap
     """Delayed-only scores run higher on healthy cases: the three-phase fit calls them positive, their own does not."""
     models = make_tiny_models(tmp_path / "models")
     monkeypatch.setenv("PANCREASAI_MODELS", str(models))
-    three, gt = _fake_predictions(tmp_path, "test")
-    delayed, _ = _fake_predictions(tmp_path, "test", phases=("delayed",), shift=0.3, seed=1)
+    three, gt = _fake_predictions(tmp_path)
+    delayed, _ = _fake_predictions(tmp_path, phases=("delayed",), shift=0.3, seed=1)
     assert main(["calibrate", "--pred", str(three), str(delayed), "--gt", str(gt), "--register"]) == 0
     assert "delayed: 24 cases" in capsys.readouterr().out
     calibrations = Cascade.load("cpu").calibration
@@ -139,7 +143,18 @@ def test_the_single_fit_of_earlier_releases_reads_as_the_three_phase_fit():
 def test_calibrate_refuses_predictions_of_other_weights(tmp_path, monkeypatch, capsys):
     models = make_tiny_models(tmp_path / "models")
     monkeypatch.setenv("PANCREASAI_MODELS", str(models))
-    pred, gt = _fake_predictions(tmp_path, version="0.0.9")
+    pred, gt = _fake_predictions(tmp_path, sha256="0" * 64)
     assert main(["calibrate", "--pred", str(pred), "--gt", str(gt), "--register"]) == ExitCode.BAD_INPUT
     assert "Segment the cases again" in capsys.readouterr().err
     assert get_entry("stage2_tumour").calibration == {}
+
+
+def test_calibrate_knows_weights_by_their_sha256_not_their_version_string(tmp_path, monkeypatch, capsys):
+    """A candidate segmented from a copy of the model folder keeps its predictions once registered
+    under its release version: the version string in the reports differs, the weights do not."""
+    models = make_tiny_models(tmp_path / "models")
+    monkeypatch.setenv("PANCREASAI_MODELS", str(models))
+    pred, gt = _fake_predictions(tmp_path)  # reports say "as segmented", the manifest another version
+    assert get_entry("stage2_tumour").version != "as segmented"
+    assert main(["calibrate", "--pred", str(pred), "--gt", str(gt), "--register"]) == 0
+    assert get_entry("stage2_tumour").calibration["by_phases"][ALL_PHASES]["fitted_on"] == 24

@@ -284,6 +284,9 @@ def test_report_json_round_trip():
         "volume_ml": 3.2,
         "longest_axial_diameter_mm": 21.5,
         "centroid_mm": [12.0, -30.5, 101.25],
+        "network_confidence": None,
+        "attenuation_hu": None,
+        "hypoattenuating": None,
     }
     back = Report.from_json(text)
     assert back == report

@@ -29,7 +29,7 @@ def test_two_blobs_give_two_lesions_strongest_first_with_physical_centroids():
     prob[_ball(shape, (10, 15, 15), 4)] = 0.6
     prob[_ball(shape, (10, 40, 45), 6)] = 0.9
     grid = _grid(shape)
-    lesions, detection = extract_lesions(prob, grid)
+    lesions, detection, _ = extract_lesions(prob, grid)
     assert [round(les.confidence, 2) for les in lesions] == [0.9, 0.6]
     first = lesions[0]
     # voxel (z10, y40, x45) -> x 10 + 45, y -20 + 40, z 5 + 2*10
@@ -43,7 +43,7 @@ def test_centroid_follows_a_flipped_direction_matrix():
     prob = np.zeros(shape, np.float32)
     prob[_ball(shape, (5, 10, 20), 3)] = 0.8
     grid = _grid(shape, spacing=(1, 1, 1), origin=(0, 0, 0), direction=(-1, 0, 0, 0, -1, 0, 0, 0, 1))
-    (lesion,), _ = extract_lesions(prob, grid)
+    (lesion,), _, _ = extract_lesions(prob, grid)
     assert np.allclose(lesion.centroid_mm, grid.TransformIndexToPhysicalPoint((20, 10, 5)), atol=0.01)
 
 
@@ -53,10 +53,10 @@ def test_tiny_and_weak_regions_are_not_lesions_and_restriction_applies():
     prob[5, 5, 5] = 0.95  # a single hot voxel: below the 10-voxel minimum
     prob[_ball(shape, (5, 30, 30), 3)] = 0.05  # below the minimum confidence
     prob[_ball(shape, (5, 20, 10), 3)] = 0.7
-    lesions, _ = extract_lesions(prob, _grid(shape))
+    lesions, _, _ = extract_lesions(prob, _grid(shape))
     assert [les.confidence for les in lesions] == [0.7]
     outside = np.zeros(shape, bool)
-    lesions, detection = extract_lesions(prob, _grid(shape), restrict=outside)
+    lesions, detection, _ = extract_lesions(prob, _grid(shape), restrict=outside)
     assert lesions == [] and not detection.any()
 
 
@@ -65,7 +65,7 @@ def test_dynamic_threshold_grows_a_lesion_down_to_peak_over_2_5():
     zz, yy, xx = np.indices(shape)
     r = np.sqrt((zz - 4) ** 2 + (yy - 20) ** 2 + (xx - 20) ** 2)
     prob = np.clip(1.0 - r / 20, 0, 1).astype(np.float32)  # a cone: peak 1 at the centre
-    lesions, detection = extract_lesions(prob, _grid(shape, spacing=(1, 1, 1)), min_confidence=0.5)
+    lesions, detection, _ = extract_lesions(prob, _grid(shape, spacing=(1, 1, 1)), min_confidence=0.5)
     assert len(lesions) == 1  # the ring left below 0.4 peaks under the minimum confidence
     assert (detection > 0).sum() == (prob >= 1.0 / 2.5).sum()
 
@@ -76,7 +76,7 @@ def test_the_fringe_of_a_lesion_is_not_a_second_lesion_but_a_separate_blob_is():
     r = np.sqrt((zz - 4) ** 2 + (yy - 20) ** 2 + (xx - 20) ** 2)
     prob = np.clip(1.0 - r / 20, 0, 1).astype(np.float32)  # a cone: after the cut at 0.4 a ring peaks at 0.4
     prob[_ball(shape, (4, 50, 50), 3)] = 0.3  # a distinct weak lesion far away
-    lesions, detection = extract_lesions(prob, _grid(shape, spacing=(1, 1, 1)))
+    lesions, detection, _ = extract_lesions(prob, _grid(shape, spacing=(1, 1, 1)))
     assert [round(les.confidence, 2) for les in lesions] == [1.0, 0.3]
     assert set(np.unique(detection)) == {0.0, np.float32(0.3), np.float32(1.0)}
 
@@ -90,7 +90,7 @@ def test_longest_axial_diameter_of_a_disc():
 
 def test_pdac_likelihood_combines_the_head_and_the_strongest_lesion():
     assert pdac_likelihood(0.2, []) == 0.1
-    lesions, _ = extract_lesions(np.pad(np.full((3, 4, 4), 0.8, np.float32), 2), _grid((7, 8, 8)))
+    lesions, _, _ = extract_lesions(np.pad(np.full((3, 4, 4), 0.8, np.float32), 2), _grid((7, 8, 8)))
     assert pdac_likelihood(0.6, lesions) == 0.7
 
 

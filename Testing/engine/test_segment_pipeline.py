@@ -89,6 +89,17 @@ def test_segment_writes_the_output_contract_on_the_reference_grid(small_case, ti
     for lesion in report["lesions"]:
         index = labels.TransformPhysicalPointToIndex(lesion["centroid_mm"])
         assert all(0 <= i < n for i, n in zip(index, labels.GetSize(), strict=True))
+        # each lesion says how it compares with the rest of the gland in every phase given
+        assert set(lesion["attenuation_hu"]) == {"arterial", "venous", "delayed"}
+        assert lesion["hypoattenuating"] == any(v < 0 for v in lesion["attenuation_hu"].values())
+        assert lesion["confidence"] <= lesion["network_confidence"]
+
+
+def test_a_lesion_weight_outside_zero_to_one_is_refused(small_case, tiny_models, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _segment(small_case, tmp_path / "w", "--non-hypo-weight", "1.5")
+    assert exit_info.value.code == 2 and "not a share in [0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
 
 
 def test_venous_only_input_runs(small_case, tiny_models, tmp_path):

@@ -150,3 +150,34 @@ def test_on_the_fly_dataset_yields_valid_reproducible_samples():
         again["label"], samples[1]["label"]
     )
     assert not torch.equal(samples[0]["label"], samples[1]["label"])
+
+
+def test_a_case_is_remade_with_its_organ_map_and_an_edited_one_is_refused(dataset, tmp_path):
+    import shutil
+
+    from PancreasAILib.errors import InputError
+    from PancreasAILib.synthesis.anatomy import Organ
+    from PancreasAILib.synthesis.dataset import remake_case
+
+    out, _ = dataset
+    case = remake_case(out, "PANSYN_0001")
+    labels = sitk.GetArrayFromImage(case.labels)
+    organs = sitk.GetArrayFromImage(case.organs)
+    assert organs.shape == labels.shape
+    # the organ map says pancreas (or its duct, or tumour) exactly where the written truth does
+    gland = np.isin(organs, [Organ.PANCREAS, Organ.PANCREATIC_DUCT, Organ.TUMOUR])
+    assert np.array_equal(gland, labels > 0)
+    assert np.array_equal(organs == Organ.TUMOUR, labels == 2)
+    assert len(np.unique(organs)) > 10  # a whole abdomen, not only the gland
+
+    edited = tmp_path / "edited"
+    shutil.copytree(out, edited)
+    label_path = edited / "labelsTr" / "PANSYN_0001.nii.gz"
+    label = sitk.ReadImage(str(label_path))
+    array = sitk.GetArrayFromImage(label)
+    array[array.shape[0] // 2, 0, 0] = 1
+    changed = sitk.GetImageFromArray(array)
+    changed.CopyInformation(label)
+    sitk.WriteImage(changed, str(label_path))
+    with pytest.raises(InputError, match="did not come out identical"):
+        remake_case(edited, "PANSYN_0001")

@@ -89,7 +89,9 @@ def segment(args: argparse.Namespace, mode: str) -> int:
         reference_phase=reference_phase,
         segmentation_status="done",
         pdac_likelihood=0.83,
-        lesions=[Lesion(1, 0.91, 0.05, 4.2, tuple(centroid))],
+        lesions=[
+            Lesion(1, 0.91, 0.05, 4.2, tuple(centroid), 0.91, {reference_phase: -22.4}, hypoattenuating=True)
+        ],
         heatmap=summarize_heatmap(heatmap, labels),
         models=[  # a two-member stage-1 ensemble lists each member, as the engine does
             ModelInfo("stage1_pancreas", "0.1.0+s2000+s2500", "a" * 64),

@@ -146,6 +146,9 @@ def test_lesions_become_markups_and_a_table_in_ras(scene, core) -> None:
     assert table.GetNumberOfRows() == 1
     assert table.GetColumnName(1) == "Volume (mL)"
     assert float(table.GetCellText(0, 1)) == pytest.approx(lesion["volume_ml"])
+    # how the lesion compares with the rest of the gland, as the engine measured it
+    assert table.GetColumnName(4) == "Vs gland (HU)" and table.GetCellText(0, 4) == "-22 venous"
+    assert "HU vs gland -22 venous" in markups.GetNthControlPointDescription(0)
 
     core.centre_on(results.lesions[0].centroid_ras)
     for slice_node in scene.GetNodesByClass("vtkMRMLSliceNode"):
@@ -302,3 +305,12 @@ def test_reading_a_volume_does_not_touch_it(scene) -> None:
     assert node.GetMTime() == modified and node.GetStorageNode() is None
     assert same_geometry(node, image)
     assert sys.getrefcount(node) > 0
+
+
+def test_the_lesion_text_says_how_it_compares_with_the_gland() -> None:
+    from PancreasAILogicLib.results import versus_gland_text
+
+    brighter = {"attenuation_hu": {"arterial": 5.2, "venous": 3.0}, "hypoattenuating": False}
+    assert versus_gland_text(brighter) == "+5 arterial, +3 venous (not darker: ranked lower)"
+    assert versus_gland_text({"attenuation_hu": {"venous": -18.4}, "hypoattenuating": True}) == "-18 venous"
+    assert versus_gland_text({"confidence": 0.9}) == ""  # a report from before schema 1.2
