@@ -154,6 +154,7 @@ def _fill_segmentation(report: Report, result: CascadeResult, models: EngineMode
     report.segmentation_reason = None
     report.pdac_likelihood = result.pdac_likelihood
     report.pdac_classifier_probability = round(float(result.classifier_probability), 4)
+    report.non_hypo_lesion_weight = models.cascade.non_hypo_lesion_weight if models.cascade else None
     report.lesions = [
         Lesion(
             id=c.id,
@@ -186,6 +187,12 @@ def _likelihood_method(result: CascadeResult, models: EngineModels) -> str:
     present = phase_key(p for p, there in zip(PHASE_ORDER, result.phase_mask, strict=True) if there)
     if key != present:
         how += f" (none is fitted for {present.replace('+', ', ')}: read the likelihood as a ranking)"
+    used, fitted = models.cascade.non_hypo_lesion_weight, models.cascade.spec2.non_hypo_lesion_weight
+    if used != fitted:
+        how += (
+            f" (fitted with non-hypo-attenuating lesions weighed by {fitted:g}, this run used {used:g}: "
+            "read the likelihood as a ranking)"
+        )
     return how
 
 

@@ -10,6 +10,11 @@ Each subset of phases gets its own fit (the scores shift when phases are missing
 cases once per subset (`segment --batch DATA --phases venous --out PRED_V`, ...) and pass every
 prediction folder to one `--pred`. Cases are grouped by the phases their reports name; `--register`
 stores one fit per subset and keeps earlier fits of other subsets for the same weights.
+
+The strongest lesion's confidence depends on how lesions darker than the gland in no phase were
+weighed (`segment --non-hypo-weight`; the reports record it), so a calibration holds for one
+weighting: `--register` stores that weighting with the fits, and the cascade then applies it by
+default; registering another weighting drops the earlier fits.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ class CalibrationCase:
     has_tumour: bool
     stage2_sha256: str | None  # the weights' identity; a version string can be renamed
     phases: str  # phase_key of the phases the case was segmented with
+    non_hypo_lesion_weight: float  # how lesions darker than the gland in no phase were weighed (1: not)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -79,7 +85,9 @@ def read_cases(pred_root: Path, gt_root: Path) -> list[CalibrationCase]:
         if not report.get("phases"):
             raise InputError(f"{report_file} names no phases.", "Segment the case again with this version.")
         phases = phase_key(report["phases"])
-        cases.append(CalibrationCase(name, float(head), float(strongest), has_tumour, sha256, phases))
+        weight = report.get("non_hypo_lesion_weight")
+        weight = 1.0 if weight is None else float(weight)  # reports before 1.2 did not weigh lesions
+        cases.append(CalibrationCase(name, float(head), float(strongest), has_tumour, sha256, phases, weight))
     return cases
 
 
@@ -89,6 +97,13 @@ def run(args: argparse.Namespace) -> int:
     from PancreasAILib.models.registry import get_entry, set_calibration
 
     cases = [case for root in args.pred for case in read_cases(root, args.gt)]
+    weights = sorted({case.non_hypo_lesion_weight for case in cases})
+    if len(weights) > 1:
+        raise InputError(
+            f"The predictions were segmented with different lesion weightings ({', '.join(map(str, weights))}); "
+            "a calibration holds for one.",
+            "Segment every folder with the same --non-hypo-weight, then calibrate.",
+        )
     groups: dict[str, list[CalibrationCase]] = {}
     for case in cases:
         groups.setdefault(case.phases, []).append(case)
@@ -115,13 +130,25 @@ def run(args: argparse.Namespace) -> int:
                 f"{STAGE2_MODEL} {entry.version} is {entry.sha256[:12]}….",
                 "Segment the cases again with the registered weights, then calibrate.",
             )
+        weight = weights[0] if weights else 1.0
+        registered_weight = float(entry.input_spec.get("non_hypo_lesion_weight", 1.0))
         earlier = PhaseCalibrations.from_dict(entry.calibration) or PhaseCalibrations()
+        if weight != registered_weight:  # earlier fits hold for the old weighting only
+            dropped, earlier = sorted(earlier.by_phases), PhaseCalibrations()
+        else:
+            dropped = []
         stored = earlier.merged(calibrations)
-        set_calibration(STAGE2_MODEL, stored.to_dict())
+        set_calibration(STAGE2_MODEL, stored.to_dict(), input_spec={"non_hypo_lesion_weight": weight})
         kept = sorted(set(earlier.by_phases) - set(fits))
         print(
             f"stored in the manifest entry of {STAGE2_MODEL} {entry.version}: {', '.join(fits)}"
             + (f" (kept the earlier fits of {', '.join(kept)})" if kept else "")
+            + f"; lesions darker than the gland in no phase keep {weight:g} of their confidence"
+            + (
+                f" (was {registered_weight:g}: dropped the earlier fits of {', '.join(dropped)})"
+                if weight != registered_weight
+                else ""
+            )
         )
     return 0
 

@@ -110,6 +110,9 @@ class Report:
     # the head alone, so a calibration can be refitted
     pdac_classifier_probability: float | None = field(default=None, metadata=_since(1))
     lesions: list[Lesion] = field(default_factory=list)
+    # the share of its confidence a lesion darker than the gland in no phase kept (1.0: not weighed;
+    # None: no segmentation); the likelihood calibration is fitted for one such weight
+    non_hypo_lesion_weight: float | None = field(default=None, metadata=_since(2))
     heatmap: HeatmapInfo = field(default_factory=HeatmapInfo)
     timings_s: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)

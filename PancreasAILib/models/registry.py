@@ -289,14 +289,18 @@ def _copy_atomically(source: Path, target: Path) -> None:
         os.replace(tmp, target)
 
 
-def set_calibration(name: str, calibration: dict[str, Any], root: Path | None = None) -> ModelEntry:
-    """Record an output calibration for the registered weights of `name` (cleared when they are replaced)."""
+def set_calibration(
+    name: str, calibration: dict[str, Any], root: Path | None = None, input_spec: dict[str, Any] | None = None
+) -> ModelEntry:
+    """Record an output calibration for the registered weights of `name` (cleared when they are
+    replaced), with `input_spec` entries the calibration was fitted under (e.g. the lesion weighting)."""
     folder = root or resources_dir()
     entries = read_manifest(folder)
     if name not in entries:
         raise WeightsError(
             f"No model named {name!r} in {manifest_path(folder)}.", "Register its weights first."
         )
-    entries[name] = replace(entries[name], calibration=dict(calibration))
+    spec = {**entries[name].input_spec, **(input_spec or {})}
+    entries[name] = replace(entries[name], calibration=dict(calibration), input_spec=spec)
     write_manifest(entries, folder)
     return entries[name]

@@ -60,7 +60,12 @@ def test_likelihood_uses_the_calibration_when_given():
 
 
 def _fake_predictions(
-    tmp_path, sha256: str | None = None, phases=("arterial", "venous", "delayed"), shift=0.0, seed=1
+    tmp_path,
+    sha256: str | None = None,
+    phases=("arterial", "venous", "delayed"),
+    shift=0.0,
+    seed=1,
+    weight: float | None = None,
 ):
     """Segment-batch style reports plus nnU-Net labels for 24 cases drawn like `_scores`.
 
@@ -80,6 +85,8 @@ def _fake_predictions(
             "lesions": [{"confidence": float(lesion[k])}],
             "models": [{"name": "stage2_tumour", "version": "as segmented", "sha256": sha256}],
         }
+        if weight is not None:  # reports from schema 1.2 on say how lesions were weighed
+            report["non_hypo_lesion_weight"] = weight
         (case / "report.json").write_text(json.dumps(report))
         label = np.zeros((4, 8, 8), np.uint8)
         label[1:3, 2:6, 2:6] = 1
@@ -158,3 +165,26 @@ def test_calibrate_knows_weights_by_their_sha256_not_their_version_string(tmp_pa
     assert get_entry("stage2_tumour").version != "as segmented"
     assert main(["calibrate", "--pred", str(pred), "--gt", str(gt), "--register"]) == 0
     assert get_entry("stage2_tumour").calibration["by_phases"][ALL_PHASES]["fitted_on"] == 24
+
+
+def test_the_lesion_weighting_is_registered_with_the_fit_and_drops_fits_of_another(
+    tmp_path, monkeypatch, capsys
+):
+    models = make_tiny_models(tmp_path / "models")
+    monkeypatch.setenv("PANCREASAI_MODELS", str(models))
+    delayed, gt = _fake_predictions(tmp_path, phases=("delayed",))  # unweighed (a report before 1.2)
+    assert main(["calibrate", "--pred", str(delayed), "--gt", str(gt), "--register"]) == 0
+    assert Cascade.load("cpu").non_hypo_lesion_weight == 1.0
+    capsys.readouterr()
+
+    three, _ = _fake_predictions(tmp_path, weight=0.5)
+    assert main(["calibrate", "--pred", str(three), "--gt", str(gt), "--register"]) == 0
+    assert "dropped the earlier fits of delayed" in capsys.readouterr().out
+    cascade = Cascade.load("cpu")
+    assert cascade.non_hypo_lesion_weight == 0.5 and set(cascade.calibration.by_phases) == {ALL_PHASES}
+    assert get_entry("stage2_tumour").input_spec["non_hypo_lesion_weight"] == 0.5
+    assert Cascade.load("cpu", non_hypo_lesion_weight=1.0).non_hypo_lesion_weight == 1.0  # a run may override
+
+    venous, _ = _fake_predictions(tmp_path, phases=("venous",), weight=1.0)
+    assert main(["calibrate", "--pred", str(three), str(venous), "--gt", str(gt)]) == ExitCode.BAD_INPUT
+    assert "different lesion weightings" in capsys.readouterr().err

@@ -95,6 +95,27 @@ def test_segment_writes_the_output_contract_on_the_reference_grid(small_case, ti
         assert lesion["confidence"] <= lesion["network_confidence"]
 
 
+def test_a_run_with_another_lesion_weighting_records_it_and_says_the_likelihood_is_a_ranking(
+    small_case, tmp_path, monkeypatch
+):
+    from PancreasAILib.cascade.calibration import ALL_PHASES, LikelihoodCalibration, PhaseCalibrations
+    from PancreasAILib.models.registry import set_calibration
+
+    monkeypatch.setenv("PANCREASAI_MODELS", str(make_tiny_models(tmp_path / "models")))
+    fits = PhaseCalibrations({ALL_PHASES: LikelihoodCalibration(1.0, 1.0, 0.0, 20)})
+    set_calibration("stage2_tumour", fits.to_dict(), input_spec={"non_hypo_lesion_weight": 0.5})
+    assert _segment(small_case, tmp_path / "w", "--non-hypo-weight", "0.25") == 0
+    report = json.loads((tmp_path / "w" / "report.json").read_text())
+    assert report["non_hypo_lesion_weight"] == 0.25
+    for lesion in report["lesions"]:
+        kept = 0.25 if lesion["hypoattenuating"] is False else 1.0
+        assert lesion["confidence"] == pytest.approx(kept * lesion["network_confidence"], abs=1e-4)
+    assert any(
+        "weighed by 0.5, this run used 0.25: read the likelihood as a ranking" in note
+        for note in report["notes"]
+    )
+
+
 def test_a_lesion_weight_outside_zero_to_one_is_refused(small_case, tiny_models, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         _segment(small_case, tmp_path / "w", "--non-hypo-weight", "1.5")
