@@ -165,6 +165,14 @@ def _add_segmentation_arguments(parser: argparse.ArgumentParser, stage: int) -> 
         default=0.0,
         help="extra share of venous-only patches on top of the uniform subsets (default 0)",
     )
+    if stage == 2:
+        opt.add_argument(
+            "--healthy-share",
+            type=float,
+            metavar="P",
+            help="share of patches drawn from tumour-free cases (default: cases as they come, about 1 in 5 "
+            "of the synthetic ones); more teaches the network that a gland need not hold a tumour",
+        )
     opt.add_argument(
         "--elastic",
         type=float,
@@ -242,6 +250,11 @@ def run(args: argparse.Namespace) -> int:
             "--init-from-shipped starts from weights trained on every train-split map, so the --val-maps "
             "validation is not on unseen anatomy; train from scratch for an honest leave-maps-out score."
         )
+    healthy_share = getattr(args, "healthy_share", None)
+    if healthy_share is not None and not 0.0 <= healthy_share <= 1.0:
+        raise InputError(
+            f"--healthy-share {healthy_share} is not a share.", "Pass a value in [0, 1], e.g. 0.4."
+        )
     shares = (args.p_all_phases, args.p_venous_only)
     if min(shares) < 0 or sum(shares) > 1:
         raise InputError(
@@ -267,6 +280,7 @@ def run(args: argparse.Namespace) -> int:
         boundary=args.boundary,
         p_all_phases=args.p_all_phases,
         p_venous_only=args.p_venous_only,
+        healthy_share=healthy_share,
         elastic_voxels=args.elastic,
         scale=tuple(args.scale),
         val_every=args.val_every,

@@ -64,6 +64,7 @@ class PatchSampler:
         p_venous_only: float = 0.0,
         elastic_voxels: float = 0.0,
         scale: tuple[float, float] = (0.75, 1.3),
+        healthy_share: float | None = None,
     ) -> None:
         if stage not in (1, 2):
             raise ValueError("stage must be 1 or 2")
@@ -78,6 +79,10 @@ class PatchSampler:
         self.spatial = spatial  # share of patches drawn through a random rotation and scaling
         self.elastic_voxels = elastic_voxels  # largest elastic offset of those patches (0: affine only)
         self.scale = scale  # zoom range of those patches (> 1: the body looks smaller)
+        # Stage 2: share of patches drawn from tumour-free cases (None: cases as they come, about one
+        # in five). Why: a network that mostly sees glands with a tumour learns to expect one, and
+        # with weak tumour contrast (venous phase alone) it then marks normal gland as tumour.
+        self.healthy_share = healthy_share
         self._tumour_voxels: list[np.ndarray | None] = []
         self._gland_voxels: list[np.ndarray] = []
         self._index(self.cases)
@@ -92,9 +97,20 @@ class PatchSampler:
         self.cases += list(cases)
         self._index(cases)
 
+    def _draw_case(self, rng: np.random.Generator) -> int:
+        if self.healthy_share is None or self.stage != 2:
+            return int(rng.integers(len(self.cases)))
+        healthy = [i for i, t in enumerate(self._tumour_voxels) if t is not None and len(t) == 0]
+        if not healthy or len(healthy) == len(self.cases):
+            return int(rng.integers(len(self.cases)))
+        if rng.uniform() < self.healthy_share:
+            return healthy[int(rng.integers(len(healthy)))]
+        with_tumour = [i for i, t in enumerate(self._tumour_voxels) if t is not None and len(t)]
+        return with_tumour[int(rng.integers(len(with_tumour)))]
+
     def sample(self) -> dict[str, np.ndarray]:
         rng = self.rng
-        index = int(rng.integers(len(self.cases)))
+        index = self._draw_case(rng)
         case = self.cases[index]
         prefix = "s2_" if self.stage == 2 else "s1_"
         image, label = case[prefix + "image"], case[prefix + "label"]

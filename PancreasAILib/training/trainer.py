@@ -49,6 +49,7 @@ class TrainConfig:
     cls_weight: float = 0.3
     p_all_phases: float = 0.4  # phase dropout: share of patches with every phase
     p_venous_only: float = 0.0  # extra share of venous-only patches (beyond the uniform subsets)
+    healthy_share: float | None = None  # stage 2: share of patches from tumour-free cases (None: as drawn)
     elastic_voxels: float = 0.0  # largest elastic offset on rotated/scaled patches (0: affine only)
     scale: tuple[float, float] = (0.75, 1.3)  # zoom range of those patches (> 1: the body looks smaller)
     val_every: int = 250
@@ -151,6 +152,7 @@ class Trainer:
             seed=config.seed + 7919 * self.rank,
             p_all_phases=config.p_all_phases,
             p_venous_only=config.p_venous_only,
+            healthy_share=config.healthy_share,
             elastic_voxels=config.elastic_voxels,
             scale=config.scale,
         )

@@ -75,6 +75,28 @@ def test_sampler_oversamples_tumour_and_drops_phases(cache):
     assert np.all(dropped == 0)
 
 
+def test_the_healthy_share_sets_how_many_patches_come_from_tumour_free_cases(cache):
+    with_tumour = load_cache(cache)[0]
+    healthy = {key: value.copy() for key, value in with_tumour.items()}
+    healthy["s2_label"][healthy["s2_label"] == 2] = 1  # the same gland without its tumour
+    cases = [with_tumour, with_tumour, with_tumour, healthy]
+
+    def share_without_tumour(healthy_share):
+        sampler = PatchSampler(
+            cases,
+            stage=2,
+            patch=(8, 16, 16),
+            seed=3,
+            tumour_fraction=1.0,
+            spatial=0.0,
+            healthy_share=healthy_share,
+        )
+        return np.mean([(sampler.sample()["label"] == 2).sum() == 0 for _ in range(200)])
+
+    assert share_without_tumour(None) < 0.35  # one case in four, as they come
+    assert 0.6 < share_without_tumour(0.75) < 0.9
+
+
 def test_phase_dropout_shares_follow_the_configuration():
     rng = np.random.default_rng(0)
     present = np.ones(3, bool)
@@ -163,6 +185,9 @@ def test_train_command_rejects_a_zoom_range_upside_down(cache, tmp_path, capsys)
     run = tmp_path / "run"
     rc = main([*stage2_command(cache, run), "--scale", "1.5", "0.8"])
     assert rc == ExitCode.BAD_INPUT and "--scale" in capsys.readouterr().err
+    assert not run.exists()
+    rc = main([*stage2_command(cache, run), "--healthy-share", "1.5"])
+    assert rc == ExitCode.BAD_INPUT and "--healthy-share 1.5 is not a share" in capsys.readouterr().err
     assert not run.exists()
 
 
