@@ -105,6 +105,11 @@ def validate(net: nn.Module, cases: list[dict], stage: int, spec: StageSpec, dev
                 scores.setdefault(f"gland_dice_{name}", []).append(dice_score(label > 0, truth > 0))
                 if (truth == 2).any():
                     scores.setdefault(f"tumour_dice_{name}", []).append(dice_score(label == 2, truth == 2))
+                else:  # logged, not scored: too few tumour-free validation cases to select on
+                    voxel_ml = float(np.prod(spec.spacing)) / 1000.0
+                    scores.setdefault(f"false_tumour_ml_{name}", []).append(
+                        float((label == 2).sum()) * voxel_ml
+                    )
                 scores.setdefault(f"pdac_brier_{name}", []).append((pdac - float((truth == 2).any())) ** 2)
     out = {k: float(np.mean(v)) for k, v in scores.items()}
     if stage == 1:

@@ -505,3 +505,21 @@ def test_synthetic_cache_refuses_cases_of_another_generator(tmp_path):
     assert build_synthetic_cache(["procedural"], cache, cases=1, seed=1, workers=1) == [
         cache / "syn_00000.npz"
     ]
+
+
+def test_validation_logs_false_tumour_in_tumour_free_glands(cache):
+    from PancreasAILib.models.multiphase import MultiPhaseConfig, MultiPhaseTumourNet
+    from PancreasAILib.training.trainer import validate
+
+    with_tumour = load_cache(cache)[0]
+    healthy = {key: value.copy() for key, value in with_tumour.items()}
+    healthy["s2_label"][healthy["s2_label"] == 2] = 1
+    torch.manual_seed(0)
+    net = MultiPhaseTumourNet(MultiPhaseConfig(channels=TINY, fpn_channels=8)).eval()
+    with torch.no_grad():  # a network that calls every voxel tumour
+        net.seg_head.bias.copy_(torch.tensor([-30.0, -30.0, 30.0]))
+    spec = default_spec(2)
+    scores = validate(net, [with_tumour, healthy], 2, spec, "cpu")
+    assert {"false_tumour_ml_all", "false_tumour_ml_venous", "tumour_dice_all"} <= set(scores)
+    box_ml = healthy["s2_label"].size * np.prod(spec.spacing) / 1000.0
+    assert scores["false_tumour_ml_all"] == pytest.approx(box_ml, rel=0.05)  # only the healthy case counts
