@@ -25,22 +25,33 @@ from PancreasAILib.phases import PHASE_ORDER
 MIN_GLAND_VOXELS = 50  # fewer voxels of gland outside the candidates: no reliable reference
 
 
-def lesion_attenuation(
-    regions: np.ndarray, lesion_id: int, roi_hu: np.ndarray, phase_mask: np.ndarray, gland: np.ndarray
+def gland_medians(
+    regions: np.ndarray, roi_hu: np.ndarray, phase_mask: np.ndarray, gland: np.ndarray
 ) -> dict[str, float] | None:
-    """The lesion's mean HU minus the median HU of the gland outside every candidate, per phase given.
-
-    `regions`: lesion ids on the ROI grid (0 none); `roi_hu`: (P, Z, Y, X) in PHASE_ORDER; `gland`:
-    the predicted pancreas (tumour included). None when too little gland is left to compare with.
-    """
+    """The median HU of the gland outside every candidate, per phase given (None: too little gland)."""
     reference = gland & (regions == 0)
     if reference.sum() < MIN_GLAND_VOXELS:
         return None
-    lesion = regions == lesion_id
     return {
-        phase.value: round(float(roi_hu[p][lesion].mean() - np.median(roi_hu[p][reference])), 1)
+        phase.value: float(np.median(roi_hu[p][reference]))
         for p, phase in enumerate(PHASE_ORDER)
         if phase_mask[p]
+    }
+
+
+def lesion_attenuation(
+    regions: np.ndarray, lesion_id: int, roi_hu: np.ndarray, medians: dict[str, float] | None
+) -> dict[str, float] | None:
+    """The lesion's mean HU minus the gland's median (`gland_medians`), per phase given.
+
+    `regions`: lesion ids on the ROI grid (0 none); `roi_hu`: (P, Z, Y, X) in PHASE_ORDER.
+    """
+    if medians is None:
+        return None
+    lesion = regions == lesion_id
+    index = {phase.value: p for p, phase in enumerate(PHASE_ORDER)}
+    return {
+        name: round(float(roi_hu[index[name]][lesion].mean()) - median, 1) for name, median in medians.items()
     }
 
 
@@ -61,9 +72,10 @@ def weigh_by_attenuation(
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"the weight of non-hypo-attenuating lesions must lie in [0, 1], got {weight}")
     detection = detection.copy()
+    medians = gland_medians(regions, roi_hu, phase_mask, gland)
     weighed = []
     for lesion in lesions:
-        contrast = lesion_attenuation(regions, lesion.id, roi_hu, phase_mask, gland)
+        contrast = lesion_attenuation(regions, lesion.id, roi_hu, medians)
         hypo = None if contrast is None else any(value < 0.0 for value in contrast.values())
         confidence = lesion.confidence if hypo is not False else round(lesion.confidence * weight, 4)
         detection[regions == lesion.id] = confidence

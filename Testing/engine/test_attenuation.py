@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from PancreasAILib.cascade.attenuation import lesion_attenuation, weigh_by_attenuation
+from PancreasAILib.cascade.attenuation import gland_medians, weigh_by_attenuation
 from PancreasAILib.cascade.lesions import LesionCandidate
 from PancreasAILib.export.report import Report
 
@@ -68,7 +68,7 @@ def test_only_the_phases_given_are_compared_and_weight_one_only_records():
 def test_without_enough_gland_to_compare_with_nothing_is_weighed():
     lesions, regions, detection, hu, _ = _gland_with_two_lesions()
     gland = regions > 0  # the whole "gland" is lesion
-    assert lesion_attenuation(regions, 1, hu, ALL, gland) is None
+    assert gland_medians(regions, hu, ALL, gland) is None
     weighed, _ = weigh_by_attenuation(lesions, regions, detection, hu, ALL, gland, 0.5)
     assert [(lesion.confidence, lesion.hypoattenuating) for lesion in weighed] == [(0.9, None), (0.7, None)]
 
