@@ -25,6 +25,13 @@ from PancreasAILib.phases import PHASE_ORDER
 MIN_GLAND_VOXELS = 50  # fewer voxels of gland outside the candidates: no reliable reference
 
 
+def check_weight(weight: float) -> float:
+    """The share a non-hypo-attenuating lesion keeps must be a share; returns it."""
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"the weight of non-hypo-attenuating lesions must lie in [0, 1], got {weight}")
+    return weight
+
+
 def gland_medians(
     regions: np.ndarray, roi_hu: np.ndarray, phase_mask: np.ndarray, gland: np.ndarray
 ) -> dict[str, float] | None:
@@ -40,18 +47,16 @@ def gland_medians(
 
 
 def lesion_attenuation(
-    regions: np.ndarray, lesion_id: int, roi_hu: np.ndarray, medians: dict[str, float] | None
+    lesion: np.ndarray, roi_hu: np.ndarray, medians: dict[str, float] | None
 ) -> dict[str, float] | None:
-    """The lesion's mean HU minus the gland's median (`gland_medians`), per phase given.
-
-    `regions`: lesion ids on the ROI grid (0 none); `roi_hu`: (P, Z, Y, X) in PHASE_ORDER.
-    """
+    """The lesion's mean HU (`lesion`: its mask on the ROI grid) minus the gland's median
+    (`gland_medians`), per phase given; `roi_hu`: (P, Z, Y, X) in PHASE_ORDER."""
     if medians is None:
         return None
-    lesion = regions == lesion_id
-    index = {phase.value: p for p, phase in enumerate(PHASE_ORDER)}
     return {
-        name: round(float(roi_hu[index[name]][lesion].mean()) - median, 1) for name, median in medians.items()
+        phase.value: round(float(roi_hu[p][lesion].mean()) - medians[phase.value], 1)
+        for p, phase in enumerate(PHASE_ORDER)
+        if phase.value in medians
     }
 
 
@@ -69,16 +74,16 @@ def weigh_by_attenuation(
     Returns the lesions strongest first (renumbered from 1) and the detection map with the
     confidences they now have. `weight` 1 only records the attenuation.
     """
-    if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"the weight of non-hypo-attenuating lesions must lie in [0, 1], got {weight}")
+    check_weight(weight)
     detection = detection.copy()
     medians = gland_medians(regions, roi_hu, phase_mask, gland)
     weighed = []
     for lesion in lesions:
-        contrast = lesion_attenuation(regions, lesion.id, roi_hu, medians)
+        voxels = regions == lesion.id
+        contrast = lesion_attenuation(voxels, roi_hu, medians)
         hypo = None if contrast is None else any(value < 0.0 for value in contrast.values())
         confidence = lesion.confidence if hypo is not False else round(lesion.confidence * weight, 4)
-        detection[regions == lesion.id] = confidence
+        detection[voxels] = confidence
         weighed.append(
             replace(
                 lesion,

@@ -18,7 +18,7 @@ import SimpleITK as sitk
 import torch
 from scipy import ndimage as ndi
 
-from PancreasAILib.cascade.attenuation import weigh_by_attenuation
+from PancreasAILib.cascade.attenuation import check_weight, weigh_by_attenuation
 from PancreasAILib.cascade.calibration import PhaseCalibrations
 from PancreasAILib.cascade.grids import array_to_grid, grid_for_box, image_box, normalise_hu, resample_onto
 from PancreasAILib.cascade.lesions import LesionCandidate, extract_lesions, pdac_likelihood
@@ -115,9 +115,9 @@ class Cascade:
         scales = tuple(stage1_scales) if stage1_scales is not None else spec1.test_time_scales
         if not scales or min(scales) <= 0:
             raise ValueError(f"stage-1 test-time scales must be positive magnifications, got {scales}")
-        weight = spec2.non_hypo_lesion_weight if non_hypo_lesion_weight is None else non_hypo_lesion_weight
-        if not 0.0 <= weight <= 1.0:
-            raise ValueError(f"the weight of non-hypo-attenuating lesions must lie in [0, 1], got {weight}")
+        weight = check_weight(
+            spec2.non_hypo_lesion_weight if non_hypo_lesion_weight is None else non_hypo_lesion_weight
+        )
         return cls(
             stage1,
             stage2,

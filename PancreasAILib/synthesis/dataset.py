@@ -24,7 +24,7 @@ import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -105,8 +105,6 @@ def remake_case(
     from another working directory). Refused when the labels do not come out identical (a dataset
     made by another generator version, or edited since).
     """
-    from dataclasses import replace
-
     root = Path(dataset_dir)
     recorded = json.loads((root / "dataset.json").read_text())["pancreasai"]
     record = json.loads((root / "cases" / f"{name}.json").read_text())

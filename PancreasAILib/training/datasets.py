@@ -85,11 +85,17 @@ class PatchSampler:
         self.healthy_share = healthy_share
         self._tumour_voxels: list[np.ndarray | None] = []
         self._gland_voxels: list[np.ndarray] = []
+        self._healthy: list[int] = []
+        self._with_tumour: list[int] = []
         self._index(self.cases)
 
     def _index(self, cases: Sequence[dict[str, np.ndarray]]) -> None:
         key = "s2_label" if self.stage == 2 else "s1_label"
+        first = len(self._tumour_voxels)
         self._tumour_voxels += [np.argwhere(c[key] == 2) if self.stage == 2 else None for c in cases]
+        for i, voxels in enumerate(self._tumour_voxels[first:], start=first):
+            if voxels is not None:  # stage 2: which cases have a tumour, for `healthy_share`
+                (self._with_tumour if len(voxels) else self._healthy).append(i)
         self._gland_voxels += [np.argwhere(c[key] > 0) for c in cases]
 
     def add(self, cases: Sequence[dict[str, np.ndarray]]) -> None:
@@ -100,13 +106,10 @@ class PatchSampler:
     def _draw_case(self, rng: np.random.Generator) -> int:
         if self.healthy_share is None or self.stage != 2:
             return int(rng.integers(len(self.cases)))
-        healthy = [i for i, t in enumerate(self._tumour_voxels) if t is not None and len(t) == 0]
-        if not healthy or len(healthy) == len(self.cases):
+        if not self._healthy or not self._with_tumour:
             return int(rng.integers(len(self.cases)))
-        if rng.uniform() < self.healthy_share:
-            return healthy[int(rng.integers(len(healthy)))]
-        with_tumour = [i for i, t in enumerate(self._tumour_voxels) if t is not None and len(t)]
-        return with_tumour[int(rng.integers(len(with_tumour)))]
+        group = self._healthy if rng.uniform() < self.healthy_share else self._with_tumour
+        return group[int(rng.integers(len(group)))]
 
     def sample(self) -> dict[str, np.ndarray]:
         rng = self.rng
