@@ -30,6 +30,7 @@ from PancreasAILib.export import (
     ModelInfo,
     OutputPaths,
     Report,
+    VesselExclusionInfo,
     summarize_heatmap,
     write_case_outputs,
 )
@@ -70,6 +71,8 @@ class EngineModels:
         restrict_to_pancreas: bool = True,
         mirror: bool = True,
         non_hypo_lesion_weight: float | None = None,
+        vessel_margin_hu: float | None = None,
+        keep_bright_vessels: bool = False,
     ) -> EngineModels:
         cascade = Cascade.load(
             device,
@@ -77,6 +80,8 @@ class EngineModels:
             restrict_to_pancreas=restrict_to_pancreas,
             mirror=mirror,
             non_hypo_lesion_weight=non_hypo_lesion_weight,
+            vessel_margin_hu=vessel_margin_hu,
+            keep_bright_vessels=keep_bright_vessels,
         )
         anomaly = None
         if heatmap:
@@ -155,6 +160,14 @@ def _fill_segmentation(report: Report, result: CascadeResult, models: EngineMode
     report.pdac_likelihood = result.pdac_likelihood
     report.pdac_classifier_probability = round(float(result.classifier_probability), 4)
     report.non_hypo_lesion_weight = models.cascade.non_hypo_lesion_weight if models.cascade else None
+    if result.vessel_excluded_ml is not None and models.cascade.vessel_margin_hu is not None:
+        report.vessel_exclusion = VesselExclusionInfo(
+            margin_hu=models.cascade.vessel_margin_hu,
+            excluded_ml=result.vessel_excluded_ml,
+            gland_venous_median_hu=(
+                None if result.gland_venous_median_hu is None else round(result.gland_venous_median_hu, 1)
+            ),
+        )
     report.lesions = [
         Lesion(
             id=c.id,

@@ -63,6 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--non-hypo-weight", type=float, help="passed to `segment` (default: the release's choice)"
     )
+    parser.add_argument(
+        "--segment-option",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="another argument passed to `segment`, e.g. --segment-option=--keep-bright-vessels (repeatable)",
+    )
     args = parser.parse_args(argv)
     alignment_cache = args.alignment_cache or args.out / "alignment_cache"
     exe = str(Path(sys.executable).with_name("pancreasai"))
@@ -95,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                         if args.non_hypo_weight is not None
                         else []
                     ),
+                    *args.segment_option,
                 ],
                 env,
             )

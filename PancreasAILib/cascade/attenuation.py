@@ -2,8 +2,11 @@
 
 PDAC enhances less than the parenchyma around it: it is hypo-attenuating in about nine patients in
 ten in the pancreatic phase and in most in the portal-venous phase; iso-attenuating tumours are
-the exception, and no PDAC is brighter than the gland. A candidate that is darker than the gland
-in none of the phases given is therefore a weaker PDAC candidate, whatever the network says.
+the exception there. A candidate that is darker than the gland in neither of those phases is
+therefore a weaker PDAC candidate, whatever the network says. The delayed phase is not evidence
+either way: the tumour's fibrous stroma takes up contrast late, so PDAC is often iso- or even
+hyper-attenuating then; with the delayed phase alone no lesion is weighed (its attenuation is
+still recorded).
 
 Why this is needed: with the venous phase alone the stage-2 network's confident false candidates
 in tumour-free glands lie inside the gland beside the portal and splenic veins, at the gland's own
@@ -20,9 +23,10 @@ from dataclasses import replace
 import numpy as np
 
 from PancreasAILib.cascade.lesions import LesionCandidate
-from PancreasAILib.phases import PHASE_ORDER
+from PancreasAILib.phases import PHASE_ORDER, Phase
 
 MIN_GLAND_VOXELS = 50  # fewer voxels of gland outside the candidates: no reliable reference
+EVIDENCE_PHASES = (Phase.ARTERIAL.value, Phase.VENOUS.value)  # where PDAC is reliably darker
 
 
 def check_weight(weight: float) -> float:
@@ -60,6 +64,12 @@ def lesion_attenuation(
     }
 
 
+def is_hypoattenuating(contrast: dict[str, float] | None) -> bool | None:
+    """Darker than the gland in the arterial or venous phase; None when neither was compared."""
+    evidence = [value for phase, value in (contrast or {}).items() if phase in EVIDENCE_PHASES]
+    return any(value < 0.0 for value in evidence) if evidence else None
+
+
 def weigh_by_attenuation(
     lesions: list[LesionCandidate],
     regions: np.ndarray,
@@ -69,7 +79,8 @@ def weigh_by_attenuation(
     gland: np.ndarray,
     weight: float,
 ) -> tuple[list[LesionCandidate], np.ndarray]:
-    """Each lesion with its attenuation; those darker in no phase keep `weight` of their confidence.
+    """Each lesion with its attenuation; those darker in neither the arterial nor the venous phase
+    keep `weight` of their confidence.
 
     Returns the lesions strongest first (renumbered from 1) and the detection map with the
     confidences they now have. `weight` 1 only records the attenuation.
@@ -81,7 +92,7 @@ def weigh_by_attenuation(
     for lesion in lesions:
         voxels = regions == lesion.id
         contrast = lesion_attenuation(voxels, roi_hu, medians)
-        hypo = None if contrast is None else any(value < 0.0 for value in contrast.values())
+        hypo = is_hypoattenuating(contrast)
         confidence = lesion.confidence if hypo is not False else round(lesion.confidence * weight, 4)
         detection[voxels] = confidence
         weighed.append(

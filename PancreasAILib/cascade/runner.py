@@ -24,12 +24,13 @@ from PancreasAILib.cascade.grids import array_to_grid, grid_for_box, image_box, 
 from PancreasAILib.cascade.lesions import LesionCandidate, extract_lesions, pdac_likelihood
 from PancreasAILib.cascade.predict import predict_stage1, predict_stage2
 from PancreasAILib.cascade.spec import StageSpec
+from PancreasAILib.cascade.vessels import bright_vessels, check_margin, move_to_background
 from PancreasAILib.geometry import box_region, mask_bounding_box, paste_into
 from PancreasAILib.models.ensemble import ProbabilityAverage
 from PancreasAILib.models.multiphase import MultiPhaseConfig, MultiPhaseTumourNet
 from PancreasAILib.models.registry import ModelEntry, load_ensemble_weights, load_model_weights
 from PancreasAILib.models.unet import CoarseUNet, CoarseUNetConfig
-from PancreasAILib.phases import PHASE_ORDER, Phase
+from PancreasAILib.phases import PHASE_ORDER, Phase, phase_channel
 from PancreasAILib.progress import ProgressCallback, null_progress
 
 STAGE1_MODEL, STAGE2_MODEL = "stage1_pancreas", "stage2_tumour"
@@ -52,6 +53,8 @@ class CascadeResult:
     phase_mask: np.ndarray | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
     likelihood_calibration: str | None = None  # phase key of the calibration used (None: uncalibrated)
+    vessel_excluded_ml: float | None = None  # bright vessel taken out of the gland (None: step not run)
+    gland_venous_median_hu: float | None = None  # the reference that step compared with
 
 
 @dataclass
@@ -71,6 +74,9 @@ class Cascade:
     # Share of its confidence a lesion darker than the gland in no phase keeps (`cascade.attenuation`;
     # 1.0 only records the attenuation); the registered stage 2's specification names the release's.
     non_hypo_lesion_weight: float = 1.0
+    # Margin (HU above the gland's venous median) beyond which bright tissue continuing outside the
+    # gland is vessel (`cascade.vessels`); None: not applied. The registered stage 2 names the release's.
+    vessel_margin_hu: float | None = None
 
     @classmethod
     def load(
@@ -82,6 +88,8 @@ class Cascade:
         mirror: bool = True,
         stage1_scales: Sequence[float] | None = None,
         non_hypo_lesion_weight: float | None = None,
+        vessel_margin_hu: float | None = None,
+        keep_bright_vessels: bool = False,
     ) -> Cascade:
         """Both networks from the registry; `stage1` may be replaced by an external pancreas model.
 
@@ -89,7 +97,8 @@ class Cascade:
         its members' probabilities. `stage1_scales` overrides the test-time magnifications of the
         registered stage 1's specification (an external model always sees the scan as it is);
         `non_hypo_lesion_weight` overrides the registered stage 2's (the likelihood calibration was
-        fitted with that one)."""
+        fitted with that one); `vessel_margin_hu` overrides its bright-vessel margin, and
+        `keep_bright_vessels` turns that step off."""
         dev = torch.device(device)
         entries = []
         if stage1 is None:
@@ -118,6 +127,7 @@ class Cascade:
         weight = check_weight(
             spec2.non_hypo_lesion_weight if non_hypo_lesion_weight is None else non_hypo_lesion_weight
         )
+        margin = None if keep_bright_vessels else (vessel_margin_hu or spec2.vessel_margin_hu)
         return cls(
             stage1,
             stage2,
@@ -130,6 +140,7 @@ class Cascade:
             mirror,
             scales,
             weight,
+            None if margin is None else check_margin(margin),
         )
 
     def run(
@@ -188,11 +199,17 @@ class Cascade:
         probs[1:, ~scanned] = 0.0
         probs[0, ~scanned] = 1.0
         label_roi = probs.argmax(axis=0).astype(np.uint8)
-        gland = label_roi > 0
         restrict = None
-        if self.restrict_to_pancreas:
-            restrict = dilate_mm(largest_component(gland), roi.GetSpacing()[::-1], RESTRICT_MARGIN_MM)
-            label_roi[(label_roi == 2) & ~restrict] = 0
+        if self.restrict_to_pancreas:  # on the gland as the network drew it: vein taken out below may
+            # split it, and a tumour in a smaller piece must not be lost with that
+            restrict = dilate_mm(largest_component(label_roi > 0), roi.GetSpacing()[::-1], RESTRICT_MARGIN_MM)
+        vessels = None
+        if self.vessel_margin_hu is not None and mask[phase_channel(Phase.VENOUS)]:
+            venous = roi_hu[phase_channel(Phase.VENOUS)]
+            vessels = bright_vessels(venous, label_roi == 1, roi.GetSpacing()[::-1], self.vessel_margin_hu)
+            move_to_background(probs, vessels.mask)
+            label_roi[vessels.mask] = 0  # they were pancreas, never tumour
+        gland = label_roi > 0
         lesions, detection, regions = extract_lesions(probs[2], roi, restrict=restrict)
         lesions, detection = weigh_by_attenuation(
             lesions, regions, detection, roi_hu, mask, gland, self.non_hypo_lesion_weight
@@ -216,6 +233,8 @@ class Cascade:
             mask,
             timings,
             calibration_key,
+            None if vessels is None else round(vessels.volume_ml(roi.GetSpacing()[::-1]), 2),
+            None if vessels is None else vessels.gland_median_hu,
         )
 
     def stage1_probability(

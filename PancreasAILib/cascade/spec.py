@@ -17,14 +17,17 @@ class StageSpec:
     test-time magnifications whose probabilities inference averages (chosen on validation cases
     after training; 1.0 alone for a model run once on the scan as it is), and for stage 2 the share
     of its confidence that a lesion darker than the gland in no phase keeps
-    (`cascade.attenuation`; 1.0: not weighed). The last two are release choices that the
-    likelihood calibration is fitted with, so they are stored with the weights."""
+    (`cascade.attenuation`; 1.0: not weighed) and the margin in HU above the gland's venous median
+    beyond which bright tissue that continues outside the gland is vessel, not gland
+    (`cascade.vessels`; None: not applied). These are release choices (the likelihood calibration
+    is fitted with them), so they are stored with the weights."""
 
     spacing: tuple[float, float, float]
     patch: tuple[int, int, int]
     roi_margin_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
     test_time_scales: tuple[float, ...] = (1.0,)
     non_hypo_lesion_weight: float = 1.0
+    vessel_margin_hu: float | None = None
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -37,6 +40,7 @@ class StageSpec:
             tuple(data.get("roi_margin_mm", (0, 0, 0))),
             tuple(data.get("test_time_scales", (1.0,))),
             float(data.get("non_hypo_lesion_weight", 1.0)),
+            None if data.get("vessel_margin_hu") is None else float(data["vessel_margin_hu"]),
         )
 
 

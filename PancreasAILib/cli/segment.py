@@ -106,9 +106,22 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "--non-hypo-weight",
         type=_share,
         metavar="W",
-        help="share of its confidence that a lesion darker than the gland in no phase keeps, in [0, 1] "
+        help="share of its confidence that a lesion darker than the gland in neither the arterial nor the "
+        "venous phase keeps, in [0, 1] "
         "(PDAC is hypo-attenuating in most patients; 1 = rank by the network alone; default: the "
         "release's choice, which its likelihood calibration was fitted with)",
+    )
+    parser.add_argument(
+        "--vessel-margin",
+        type=_positive_hu,
+        metavar="HU",
+        help="tissue this much brighter than the gland in the venous phase, continuing outside it, is "
+        "vein and is left out of the pancreas (default: the release's choice)",
+    )
+    parser.add_argument(
+        "--keep-bright-vessels",
+        action="store_true",
+        help="do not take bright vessel out of the pancreas label (the network's gland as it is)",
     )
     parser.add_argument(
         "--stage1-model",
@@ -122,6 +135,13 @@ def _share(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"{text} is not a share in [0, 1]")
+    return value
+
+
+def _positive_hu(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of HU")
     return value
 
 
@@ -141,6 +161,8 @@ def load_models(args: argparse.Namespace) -> EngineModels:
         restrict_to_pancreas=args.restrict_to_pancreas,
         mirror=args.mirror,
         non_hypo_lesion_weight=args.non_hypo_weight,
+        vessel_margin_hu=args.vessel_margin,
+        keep_bright_vessels=args.keep_bright_vessels,
     )
 
 
@@ -171,6 +193,12 @@ def summarise(result: CaseResult) -> list[str]:
             f"lesion {lesion.id}: {lesion.volume_ml:.1f} mL, {lesion.longest_axial_diameter_mm:.0f} mm, "
             f"confidence {lesion.confidence:.2f}, at LPS ({x:.0f}, {y:.0f}, {z:.0f}) mm"
             + _attenuation_words(lesion)
+        )
+    vessels = report.vessel_exclusion
+    if vessels is not None and vessels.excluded_ml > 0:
+        lines.append(
+            f"left out of the pancreas: {vessels.excluded_ml:.1f} mL of vein "
+            f"(more than {vessels.margin_hu:.0f} HU above the gland, venous phase)"
         )
     if report.heatmap.computed:
         lines.append(f"heatmap: {report.heatmap.summary}")

@@ -4,6 +4,12 @@ Predictions: `PRED/<case>/labels.nii.gz` (+ `detection_map.nii.gz`, `report.json
 `pancreasai segment`). Ground truth: an nnU-Net-raw dataset (`GT/labelsTr/<case>.nii.gz`) or a folder
 of `<case>.nii.gz` (0 background, 1 pancreas, 2 tumour). "Pancreas" is the whole gland (labels 1 and
 2), as a radiologist outlines it; "tumour" is label 2 and is scored on cases that have one.
+
+A synthetic dataset (`pancreasai synth`) draws its truth on the venous phase's anatomy and records how
+each other phase was moved against it (`cases/<case>.json`, "misalignment"). A prediction made on
+another reference phase (no venous phase given: its report says which) outlines that phase's
+anatomy, so the truth is moved the same way before scoring; without this, arterial- or delayed-only
+input would be scored against an outline a few millimetres off.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from PancreasAILib.evaluation.detection import (
     sensitivity_specificity,
 )
 from PancreasAILib.evaluation.overlap import overlap_metrics
+from PancreasAILib.synthesis.dataset import recorded_motion
 
 IOU_THRESHOLDS = (0.10, 0.15)
 
@@ -57,9 +64,18 @@ def _truth_path(gt_dir: Path, case: str) -> Path:
     )
 
 
-def evaluate_case(pred_dir: Path, truth_file: Path) -> CaseMetrics:
+def _reference_phase(pred_dir: Path) -> str | None:
+    report_file = pred_dir / "report.json"
+    return json.loads(report_file.read_text()).get("reference_phase") if report_file.is_file() else None
+
+
+def evaluate_case(pred_dir: Path, truth_file: Path, motion: sitk.Transform | None = None) -> CaseMetrics:
+    """Scores one prediction; `motion` (`recorded_motion`) moves the truth into the anatomy of the
+    prediction's reference phase first."""
     pred_img = sitk.ReadImage(str(pred_dir / "labels.nii.gz"))
     truth_img = sitk.ReadImage(str(truth_file))
+    if motion is not None:  # a point y of the moved anatomy shows what the truth has at motion⁻¹(y)
+        truth_img = sitk.Resample(truth_img, pred_img, motion.GetInverse(), sitk.sitkNearestNeighbor, 0)
     # Compare in physical space: the truth is resampled onto the prediction's grid only if they differ.
     if (
         pred_img.GetSize() != truth_img.GetSize()
@@ -149,7 +165,12 @@ def evaluate_folder(pred_root: Path, gt_root: Path, resamples: int = 1000) -> di
             f"No predictions (<case>/labels.nii.gz) in {pred_root}.",
             "Run `pancreasai segment --batch ... --out PRED` first.",
         )
-    cases = [evaluate_case(d, _truth_path(gt_root, d.name)) for d in case_dirs]
+    cases = [
+        evaluate_case(
+            d, _truth_path(gt_root, d.name), recorded_motion(gt_root, d.name, _reference_phase(d))
+        )
+        for d in case_dirs
+    ]
     summary = summarise(cases)
     intervals = bootstrap(cases, resamples) if resamples else {}
     per_case = []

@@ -24,7 +24,7 @@ from typing import Any, Literal, Union
 from PancreasAILib import __version__
 from PancreasAILib.export.grid import GeometryInfo
 
-REPORT_SCHEMA_VERSION = "1.2"
+REPORT_SCHEMA_VERSION = "1.3"
 SegmentationStatus = Literal["done", "not_run", "no_pancreas"]
 _UID_PATTERN = re.compile(r"\b[0-2](\.(0|[1-9]\d*)){4,}\b")  # e.g. 1.2.840.113619.2.55 (DICOM UID shape)
 
@@ -49,7 +49,8 @@ class Lesion:
     centroid_mm: tuple[float, float, float]
     # 1.2: the network's confidence before the attenuation check (`cascade.attenuation`), the lesion's
     # mean HU minus the median of the rest of the gland per phase given, and whether it is darker
-    # than the gland in at least one of them (None: too little gland to compare with).
+    # than the gland in the arterial or venous phase (None: too little gland to compare with, or
+    # neither phase given; the delayed phase is no evidence, PDAC's stroma enhances late).
     network_confidence: float | None = field(default=None, metadata=_since(2))
     attenuation_hu: dict[str, float] | None = field(default=None, metadata=_since(2))
     hypoattenuating: bool | None = field(default=None, metadata=_since(2))
@@ -77,6 +78,16 @@ class AlignmentInfo:
     translation_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
     rotation_deg: float = 0.0  # total rotation angle (axis-angle magnitude), as registration reports it
     warning: str | None = None
+
+
+@dataclass
+class VesselExclusionInfo:
+    """Enhanced vein taken out of the predicted gland (`cascade.vessels`): tissue brighter than the
+    gland's venous median by `margin_hu` that continues outside the gland."""
+
+    margin_hu: float
+    excluded_ml: float
+    gland_venous_median_hu: float | None = None  # None: too little gland to compare with
 
 
 @dataclass
@@ -110,9 +121,11 @@ class Report:
     # the head alone, so a calibration can be refitted
     pdac_classifier_probability: float | None = field(default=None, metadata=_since(1))
     lesions: list[Lesion] = field(default_factory=list)
-    # the share of its confidence a lesion darker than the gland in no phase kept (1.0: not weighed;
+    # the share of its confidence a lesion darker than the gland in neither arterial nor venous phase kept (1.0: not weighed;
     # None: no segmentation); the likelihood calibration is fitted for one such weight
     non_hypo_lesion_weight: float | None = field(default=None, metadata=_since(2))
+    # 1.3: the bright-vessel step (None: not run, e.g. no venous phase or switched off)
+    vessel_exclusion: VesselExclusionInfo | None = field(default=None, metadata=_since(3))
     heatmap: HeatmapInfo = field(default_factory=HeatmapInfo)
     timings_s: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)

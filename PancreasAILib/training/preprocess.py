@@ -93,19 +93,27 @@ def _refuse_other_generator(cache: Path) -> None:
 
     for path in sorted(cache.glob("syn_*.npz")):
         with np.load(path, allow_pickle=False) as data:  # only the small meta entry is read
-            made_by = json.loads(str(data["meta"])).get("generator_version", 1)
+            meta = json.loads(str(data["meta"]))
+        made_by = meta.get("generator_version", 1)
         if made_by != GENERATOR_VERSION:
             raise InputError(
                 f"The cache {cache} holds synthetic cases of generator version {made_by} ({path.name}); "
                 f"this PancreasAI makes version {GENERATOR_VERSION}, whose cases differ.",
                 "Pass a new --cache folder (or delete this one) so every case comes from one generator.",
             )
+        if not meta.get("phases_on_truth_anatomy", False):
+            raise InputError(
+                f"The cache {cache} holds synthetic cases whose arterial and delayed phases are still "
+                f"moved against their labels ({path.name}; made before session 13).",
+                "Pass a new --cache folder (or delete this one): its cases are made with the phases "
+                "moved back onto the labels' anatomy, as registration does at inference.",
+            )
 
 
 def _synthetic_worker(args: tuple) -> str:
     sources, seed, index, out_dir = args
     from PancreasAILib.synthesis import SynthesisConfig, synthesize_case
-    from PancreasAILib.synthesis.dataset import anatomy_for_case
+    from PancreasAILib.synthesis.dataset import anatomy_for_case, on_truth_anatomy
 
     path = Path(out_dir) / f"syn_{index:05d}.npz"
     if path.exists():
@@ -123,7 +131,8 @@ def _synthetic_worker(args: tuple) -> str:
     )
     anatomy = anatomy_for_case(list(sources), seed, index)
     case = synthesize_case(anatomy, config, seed=seed, case_index=index)
-    arrays = preprocess_case(case.phases, case.labels)
+    motions = {p: None if p == Phase.VENOUS else t for p, t in case.transforms.items()}
+    arrays = preprocess_case(on_truth_anatomy(case.phases, motions), case.labels)
     meta = {
         "source": "synthetic",
         "generator_version": case.meta["generator_version"],
@@ -132,6 +141,7 @@ def _synthetic_worker(args: tuple) -> str:
         "index": index,
         "tumours_ml": [round(t.volume_ml, 2) for t in case.tumours],
         "domain_randomised": randomised,
+        "phases_on_truth_anatomy": True,
     }
     save_case(path, arrays, meta)
     return path.name
@@ -169,6 +179,8 @@ def build_synthetic_cache(
 
 def build_raw_dataset_cache(raw_dir: Path, out_dir: Path, progress=None) -> list[Path]:
     """Preprocess an nnU-Net-raw dataset (imagesTr/<case>_000{0,1,2}.nii.gz, labelsTr/<case>.nii.gz)."""
+    from PancreasAILib.synthesis.dataset import on_truth_anatomy, recorded_motion
+
     labels_dir = raw_dir / "labelsTr"
     if not labels_dir.is_dir():
         raise InputError(
@@ -187,6 +199,9 @@ def build_raw_dataset_cache(raw_dir: Path, out_dir: Path, progress=None) -> list
                 for p in PHASE_ORDER
                 if (f := raw_dir / "imagesTr" / f"{name}_{PHASE_ORDER.index(p):04d}.nii.gz").is_file()
             }
+            # a `pancreasai synth` dataset records how each phase was moved: undo it, as registration would
+            motions = {p: recorded_motion(raw_dir, name, p.value) for p in phases}
+            phases = on_truth_anatomy(phases, motions)
             arrays = preprocess_case(phases, sitk.ReadImage(str(label_file), sitk.sitkUInt8))
             save_case(path, arrays, {"source": str(raw_dir.name), "case": name})
         paths.append(path)

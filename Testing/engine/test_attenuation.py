@@ -65,6 +65,24 @@ def test_only_the_phases_given_are_compared_and_weight_one_only_records():
     assert [lesion.confidence for lesion in weighed] == [0.0, 0.0]
 
 
+def test_the_delayed_phase_is_no_evidence_either_way():
+    lesions, regions, detection, hu, gland = _gland_with_two_lesions()
+    hu[2][regions == 1] -= 30.0  # lesion 1 now darker than the gland in the delayed phase only
+    hu[0][regions == 2] += 45.0  # lesion 2 no longer darker in the arterial phase
+    three = np.array([True, True, True])
+    weighed, _ = weigh_by_attenuation(lesions, regions, detection, hu, three, gland, 0.5)
+    assert [(lesion.network_confidence, lesion.hypoattenuating) for lesion in weighed] == [
+        (0.9, False),
+        (0.7, False),
+    ]
+    assert weighed[0].attenuation_hu["delayed"] < -15  # recorded, but not counted
+    delayed_only = np.array([False, False, True])
+    weighed, new_detection = weigh_by_attenuation(lesions, regions, detection, hu, delayed_only, gland, 0.5)
+    assert [(lesion.confidence, lesion.hypoattenuating) for lesion in weighed] == [(0.9, None), (0.7, None)]
+    assert [set(lesion.attenuation_hu) for lesion in weighed] == [{"delayed"}, {"delayed"}]
+    assert np.array_equal(new_detection, detection)
+
+
 def test_without_enough_gland_to_compare_with_nothing_is_weighed():
     lesions, regions, detection, hu, _ = _gland_with_two_lesions()
     gland = regions > 0  # the whole "gland" is lesion

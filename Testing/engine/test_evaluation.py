@@ -114,3 +114,26 @@ def test_evaluate_command_prints_the_table_and_writes_json(tmp_path, capsys):
     # ranking 0.9 TP, 0.85 FP (case 3), 0.8 TP: AP = 0.5 * 1 + 0.5 * 2/3
     assert result["summary"]["lesion_ap_iou0.10"] == pytest.approx(0.5 + 0.5 * 2 / 3)
     assert result["per_case"][3]["false_tumour_ml"] > 0
+
+
+def test_a_prediction_on_the_arterial_anatomy_is_scored_against_the_truth_moved_there(tmp_path):
+    """Synthetic truth is drawn on the venous anatomy; arterial-only input is segmented on the arterial
+    one, which the generator moved by a recorded rigid motion. A perfect arterial outline scores 1."""
+    from PancreasAILib.evaluation.evaluate import evaluate_folder
+    from PancreasAILib.synthesis import SynthesisConfig
+    from PancreasAILib.synthesis.dataset import recorded_motion, write_dataset
+
+    config = SynthesisConfig.coarse(p_tumour=1.0, misalign_max_mm=6.0, misalign_max_deg=4.0)
+    data = tmp_path / "data"
+    write_dataset(data, n_cases=1, seed=4, config=config, workers=1, progress=False)
+    truth = sitk.ReadImage(str(data / "labelsTr" / "PANSYN_0000.nii.gz"))
+    motion = recorded_motion(data, "PANSYN_0000", "arterial")
+    assert motion is not None and recorded_motion(data, "PANSYN_0000", "venous") is None
+    arterial_outline = sitk.Resample(truth, truth, motion.GetInverse(), sitk.sitkNearestNeighbor, 0)
+    pred = tmp_path / "pred" / "PANSYN_0000"
+    pred.mkdir(parents=True)
+    sitk.WriteImage(arterial_outline, str(pred / "labels.nii.gz"))
+    for phase, expected_perfect in (("arterial", True), ("venous", False)):
+        (pred / "report.json").write_text(json.dumps({"reference_phase": phase, "pdac_likelihood": 0.9}))
+        dice = evaluate_folder(tmp_path / "pred", data, resamples=0)["summary"]["pancreas_dice"]
+        assert (dice > 0.995) == expected_perfect, (phase, dice)

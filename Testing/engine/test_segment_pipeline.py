@@ -91,7 +91,8 @@ def test_segment_writes_the_output_contract_on_the_reference_grid(small_case, ti
         assert all(0 <= i < n for i, n in zip(index, labels.GetSize(), strict=True))
         # each lesion says how it compares with the rest of the gland in every phase given
         assert set(lesion["attenuation_hu"]) == {"arterial", "venous", "delayed"}
-        assert lesion["hypoattenuating"] == any(v < 0 for v in lesion["attenuation_hu"].values())
+        darker = [lesion["attenuation_hu"][p] < 0 for p in ("arterial", "venous")]  # delayed: no evidence
+        assert lesion["hypoattenuating"] == any(darker)
         assert lesion["confidence"] <= lesion["network_confidence"]
 
 
@@ -120,6 +121,35 @@ def test_a_lesion_weight_outside_zero_to_one_is_refused(small_case, tiny_models,
     with pytest.raises(SystemExit) as exit_info:
         _segment(small_case, tmp_path / "w", "--non-hypo-weight", "1.5")
     assert exit_info.value.code == 2 and "not a share in [0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+
+
+def test_the_bright_vessel_step_only_removes_gland_is_recorded_and_can_be_switched_off(
+    small_case, tiny_models, tmp_path
+):
+    cache = ["--alignment-cache", str(tmp_path / "cache")]  # both runs on the same registrations
+    assert _segment(small_case, tmp_path / "keep", "--keep-bright-vessels", *cache) == 0
+    assert _segment(small_case, tmp_path / "trim", "--vessel-margin", "40", *cache) == 0
+    kept, trimmed = (
+        sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / name / "labels.nii.gz")))
+        for name in ("keep", "trim")
+    )
+    assert not ((trimmed > 0) & (kept == 0)).any()  # it only ever takes voxels out of the labels
+    reports = {name: json.loads((tmp_path / name / "report.json").read_text()) for name in ("keep", "trim")}
+    assert reports["keep"]["vessel_exclusion"] is None
+    step = reports["trim"]["vessel_exclusion"]
+    assert step["margin_hu"] == 40.0 and step["excluded_ml"] >= 0.0
+    assert step["gland_venous_median_hu"] is None or -200 < step["gland_venous_median_hu"] < 400
+    # without the venous phase there is no step to record
+    arterial = ["--arterial", str(small_case.phases[Phase.ARTERIAL]), "--out", str(tmp_path / "a")]
+    assert main(["segment", *arterial, "--no-heatmap", "--progress", "none", "--vessel-margin", "40"]) == 0
+    assert json.loads((tmp_path / "a" / "report.json").read_text())["vessel_exclusion"] is None
+
+
+def test_a_vessel_margin_that_is_not_positive_is_refused(small_case, tiny_models, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _segment(small_case, tmp_path / "w", "--vessel-margin", "0")
+    assert exit_info.value.code == 2 and "not a positive number of HU" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
 
 

@@ -498,9 +498,11 @@ def test_synthetic_cache_refuses_cases_of_another_generator(tmp_path):
     save_case(cache / "syn_00000.npz", {"x": np.zeros(1)}, old_meta)
     with pytest.raises(InputError, match=r"generator version 1.*new --cache"):
         build_synthetic_cache(["procedural"], cache, cases=1, seed=1, workers=1)
-    save_case(
-        cache / "syn_00000.npz", {"x": np.zeros(1)}, {**old_meta, "generator_version": GENERATOR_VERSION}
-    )
+    this_generator = {**old_meta, "generator_version": GENERATOR_VERSION}
+    save_case(cache / "syn_00000.npz", {"x": np.zeros(1)}, this_generator)
+    with pytest.raises(InputError, match=r"still moved against their labels.*new --cache"):
+        build_synthetic_cache(["procedural"], cache, cases=1, seed=1, workers=1)
+    save_case(cache / "syn_00000.npz", {"x": np.zeros(1)}, {**this_generator, "phases_on_truth_anatomy": True})
     # a case of this generator is resumed, not made again
     assert build_synthetic_cache(["procedural"], cache, cases=1, seed=1, workers=1) == [
         cache / "syn_00000.npz"
@@ -523,3 +525,28 @@ def test_validation_logs_false_tumour_in_tumour_free_glands(cache):
     assert {"false_tumour_ml_all", "false_tumour_ml_venous", "tumour_dice_all"} <= set(scores)
     box_ml = healthy["s2_label"].size * np.prod(spec.spacing) / 1000.0
     assert scores["false_tumour_ml_all"] == pytest.approx(box_ml, rel=0.05)  # only the healthy case counts
+
+
+def test_cached_phases_show_the_anatomy_their_labels_were_drawn_on():
+    """The generator moves the arterial and delayed phases by a few millimetres; the training cache
+    moves them back (as registration does at inference), so arterial-only patches and their labels
+    agree. Checked with the moved phase against the venous one: NCC before and after."""
+    from PancreasAILib.phases import Phase
+    from PancreasAILib.synthesis import SynthesisConfig, procedural_anatomy, synthesize_case
+    from PancreasAILib.synthesis.dataset import on_truth_anatomy
+
+    config = SynthesisConfig.coarse(p_tumour=0.0, misalign_max_mm=6.0, misalign_max_deg=3.0, noise=False)
+    case = synthesize_case(procedural_anatomy(2), config, seed=2)
+    motions = {p: None if p == Phase.VENOUS else t for p, t in case.transforms.items()}
+    aligned = on_truth_anatomy(case.phases, motions)
+    assert aligned[Phase.VENOUS] is case.phases[Phase.VENOUS]
+
+    def ncc(a, b):
+        a, b = (sitk.GetArrayFromImage(x).astype(np.float64).ravel() for x in (a, b))
+        a, b = a - a.mean(), b - b.mean()
+        return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
+
+    venous = case.phases[Phase.VENOUS]
+    for phase in (Phase.ARTERIAL, Phase.DELAYED):
+        before, after = ncc(case.phases[phase], venous), ncc(aligned[phase], venous)
+        assert after > before + 0.02, (phase, before, after)
