@@ -5,17 +5,25 @@ predicted and true volumes, and how far outside the truth the false gland lies.
 
 --data is an nnU-Net-raw dataset made by `pancreasai synth` (labelsTr/, cases/<case>.json naming the
 anatomy map); --pred holds `pancreasai segment --batch` outputs (<case>/labels.nii.gz).
+
+`--tissues` also makes each case again with its full organ map (`synthesis.dataset.remake_case`) and
+says which tissue the false gland is (mL per tissue, and the venous HU of the gland and of the vein
+labelled gland), with the totals over all cases: what session 13's bright-vessel step was built on.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 STAGE2_SPACING = (2.0, 2.0, 3.0)  # x, y, z (mm): the tumour network's grid
 
@@ -43,7 +51,9 @@ def main() -> int:
     )
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--pred", type=Path, required=True)
+    parser.add_argument("--tissues", action="store_true", help="name the tissue of the false gland")
     args = parser.parse_args()
+    tissue_totals: Counter = Counter()
     print(
         "case          anatomy              Dice  ceiling  true mL  pred mL  FP mL  FP dist mm (median, 95%)"
     )
@@ -69,13 +79,42 @@ def main() -> int:
             f"{case:13} {anatomy:20} {row[0]:.3f}  {row[1]:.3f}  {row[2]:7.0f}  {row[3]:7.0f}  "
             f"{false_gland.sum() * ml:5.1f}  {spread}"
         )
+        if args.tissues:
+            print("    " + false_tissues(args.data, case, false_gland, ml, tissue_totals))
     if rows:
         mean = np.mean(rows, axis=0)
         print(
             f"mean over {len(rows)} cases: Dice {mean[0]:.3f}, ceiling {mean[1]:.3f}, true {mean[2]:.0f} mL, "
             f"predicted {mean[3]:.0f} mL"
         )
+    if tissue_totals:
+        print(
+            "false gland by tissue, all cases (mL): "
+            + ", ".join(f"{k} {v:.0f}" for k, v in tissue_totals.most_common(8))
+        )
     return 0
+
+
+def false_tissues(data: Path, case: str, false_gland: np.ndarray, ml: float, totals: Counter) -> str:
+    """The tissue of the false gland (top four, mL) and the venous HU of the gland and of the vein in it."""
+    from PancreasAILib.phases import Phase
+    from PancreasAILib.synthesis.anatomy import Organ
+    from PancreasAILib.synthesis.dataset import remake_case
+
+    remade = remake_case(data, case)
+    organs = sitk.GetArrayFromImage(remade.organs)
+    counts = Counter(Organ(int(v)).name.lower() for v in organs[false_gland])
+    for name, n in counts.items():
+        totals[name] += n * ml
+    words = ", ".join(f"{name} {n * ml:.1f}" for name, n in counts.most_common(4))
+    if Phase.VENOUS in remade.phases:
+        venous = sitk.GetArrayFromImage(remade.phases[Phase.VENOUS])
+        vein = false_gland & (organs == Organ.PORTAL_SPLENIC_VEIN)
+        gland_hu = np.median(venous[np.isin(organs, [Organ.PANCREAS, Organ.PANCREATIC_DUCT])])
+        words += f"; venous HU: gland {gland_hu:.0f}" + (
+            f", vein in it {np.median(venous[vein]):.0f}" if vein.any() else ""
+        )
+    return words
 
 
 if __name__ == "__main__":

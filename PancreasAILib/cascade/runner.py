@@ -199,17 +199,19 @@ class Cascade:
         probs[1:, ~scanned] = 0.0
         probs[0, ~scanned] = 1.0
         label_roi = probs.argmax(axis=0).astype(np.uint8)
+        # The gland as the network drew it is what the tumour restriction, the lesions' attenuation
+        # reference and the heatmap work on; the bright-vessel step below changes the label map only
+        # (taking the vein out of the attenuation reference too cost venous-only lesion AP on the
+        # calibration cases, 0.601 -> 0.578; model card).
+        gland = label_roi > 0
         restrict = None
-        if self.restrict_to_pancreas:  # on the gland as the network drew it: vein taken out below may
-            # split it, and a tumour in a smaller piece must not be lost with that
-            restrict = dilate_mm(largest_component(label_roi > 0), roi.GetSpacing()[::-1], RESTRICT_MARGIN_MM)
+        if self.restrict_to_pancreas:
+            restrict = dilate_mm(largest_component(gland), roi.GetSpacing()[::-1], RESTRICT_MARGIN_MM)
         vessels = None
         if self.vessel_margin_hu is not None and mask[phase_channel(Phase.VENOUS)]:
             venous = roi_hu[phase_channel(Phase.VENOUS)]
             vessels = bright_vessels(venous, label_roi == 1, roi.GetSpacing()[::-1], self.vessel_margin_hu)
             move_to_background(probs, vessels.mask)
-            label_roi[vessels.mask] = 0  # they were pancreas, never tumour
-        gland = label_roi > 0
         lesions, detection, regions = extract_lesions(probs[2], roi, restrict=restrict)
         lesions, detection = weigh_by_attenuation(
             lesions, regions, detection, roi_hu, mask, gland, self.non_hypo_lesion_weight

@@ -46,4 +46,7 @@ class StageSpec:
 
 STAGE1 = StageSpec(spacing=(4.0, 4.0, 6.0), patch=(32, 64, 64))
 # Margins around the stage-1 pancreas box: enough to hold a tumour the coarse model cut short.
-STAGE2 = StageSpec(spacing=(2.0, 2.0, 3.0), patch=(24, 64, 64), roi_margin_mm=(24.0, 24.0, 15.0))
+# 40 HU: venous-phase portal/splenic vein (about 160-200 HU) against pancreas (90-130 HU); see cascade.vessels.
+STAGE2 = StageSpec(
+    spacing=(2.0, 2.0, 3.0), patch=(24, 64, 64), roi_margin_mm=(24.0, 24.0, 15.0), vessel_margin_hu=40.0
+)
