@@ -71,8 +71,9 @@ class Cascade:
     # Test-time magnifications of stage 1's input, averaged (1.0 alone: the scan as it is); see
     # `stage1_probability`. The registered stage 1's input specification names the chosen ones.
     stage1_scales: tuple[float, ...] = (1.0,)
-    # Share of its confidence a lesion darker than the gland in no phase keeps (`cascade.attenuation`;
-    # 1.0 only records the attenuation); the registered stage 2's specification names the release's.
+    # Share of its confidence a lesion darker than the gland in neither the arterial nor the venous
+    # phase keeps (`cascade.attenuation`; 1.0 only records the attenuation); the registered stage 2's
+    # specification names the release's.
     non_hypo_lesion_weight: float = 1.0
     # Margin (HU above the gland's venous median) beyond which bright tissue continuing outside the
     # gland is vessel (`cascade.vessels`); None: not applied. The registered stage 2 names the release's.

@@ -16,8 +16,8 @@ class StageSpec:
     """Spacing (x, y, z mm), training/inference patch (z, y, x voxels), ROI margins (x, y, z mm), the
     test-time magnifications whose probabilities inference averages (chosen on validation cases
     after training; 1.0 alone for a model run once on the scan as it is), and for stage 2 the share
-    of its confidence that a lesion darker than the gland in no phase keeps
-    (`cascade.attenuation`; 1.0: not weighed) and the margin in HU above the gland's venous median
+    of its confidence that a lesion darker than the gland in neither the arterial nor the venous
+    phase keeps (`cascade.attenuation`; 1.0: not weighed) and the margin in HU above the gland's venous median
     beyond which bright tissue that continues outside the gland is vessel, not gland
     (`cascade.vessels`; None: not applied). These are release choices (the likelihood calibration
     is fitted with them), so they are stored with the weights."""

@@ -11,10 +11,10 @@ cases once per subset (`segment --batch DATA --phases venous --out PRED_V`, ...)
 prediction folder to one `--pred`. Cases are grouped by the phases their reports name; `--register`
 stores one fit per subset and keeps earlier fits of other subsets for the same weights.
 
-The strongest lesion's confidence depends on how lesions darker than the gland in no phase were
-weighed (`segment --non-hypo-weight`; the reports record it), so a calibration holds for one
-weighting: `--register` stores that weighting with the fits, and the cascade then applies it by
-default; registering another weighting drops the earlier fits.
+The strongest lesion's confidence depends on how lesions darker than the gland in neither the
+arterial nor the venous phase were weighed (`segment --non-hypo-weight`; the reports record it),
+so a calibration holds for one weighting: `--register` stores that weighting with the fits, and
+the cascade then applies it by default; registering another weighting drops the earlier fits.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class CalibrationCase:
     has_tumour: bool
     stage2_sha256: str | None  # the weights' identity; a version string can be renamed
     phases: str  # phase_key of the phases the case was segmented with
-    non_hypo_lesion_weight: float  # how lesions darker than the gland in no phase were weighed (1: not)
+    non_hypo_lesion_weight: float  # how lesions darker in neither arterial nor venous were weighed (1: not)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -143,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"stored in the manifest entry of {STAGE2_MODEL} {entry.version}: {', '.join(fits)}"
             + (f" (kept the earlier fits of {', '.join(kept)})" if kept else "")
-            + f"; lesions darker than the gland in no phase keep {weight:g} of their confidence"
+            + f"; lesions darker than the gland in neither the arterial nor the venous phase keep "
+            f"{weight:g} of their confidence"
             + (
                 f" (was {registered_weight:g}: dropped the earlier fits of {', '.join(dropped)})"
                 if weight != registered_weight

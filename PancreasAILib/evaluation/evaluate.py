@@ -166,9 +166,7 @@ def evaluate_folder(pred_root: Path, gt_root: Path, resamples: int = 1000) -> di
             "Run `pancreasai segment --batch ... --out PRED` first.",
         )
     cases = [
-        evaluate_case(
-            d, _truth_path(gt_root, d.name), recorded_motion(gt_root, d.name, _reference_phase(d))
-        )
+        evaluate_case(d, _truth_path(gt_root, d.name), recorded_motion(gt_root, d.name, _reference_phase(d)))
         for d in case_dirs
     ]
     summary = summarise(cases)
