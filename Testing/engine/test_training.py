@@ -502,7 +502,9 @@ def test_synthetic_cache_refuses_cases_of_another_generator(tmp_path):
     save_case(cache / "syn_00000.npz", {"x": np.zeros(1)}, this_generator)
     with pytest.raises(InputError, match=r"still moved against their labels.*new --cache"):
         build_synthetic_cache(["procedural"], cache, cases=1, seed=1, workers=1)
-    save_case(cache / "syn_00000.npz", {"x": np.zeros(1)}, {**this_generator, "phases_on_truth_anatomy": True})
+    save_case(
+        cache / "syn_00000.npz", {"x": np.zeros(1)}, {**this_generator, "phases_on_truth_anatomy": True}
+    )
     # a case of this generator is resumed, not made again
     assert build_synthetic_cache(["procedural"], cache, cases=1, seed=1, workers=1) == [
         cache / "syn_00000.npz"
