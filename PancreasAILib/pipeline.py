@@ -160,7 +160,7 @@ def _fill_segmentation(report: Report, result: CascadeResult, models: EngineMode
     report.pdac_likelihood = result.pdac_likelihood
     report.pdac_classifier_probability = round(float(result.classifier_probability), 4)
     report.non_hypo_lesion_weight = models.cascade.non_hypo_lesion_weight if models.cascade else None
-    if result.vessel_excluded_ml is not None and models.cascade.vessel_margin_hu is not None:
+    if result.vessel_excluded_ml is not None:  # the step ran, so the cascade has a margin
         report.vessel_exclusion = VesselExclusionInfo(
             margin_hu=models.cascade.vessel_margin_hu,
             excluded_ml=result.vessel_excluded_ml,

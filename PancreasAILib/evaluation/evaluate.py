@@ -30,7 +30,8 @@ from PancreasAILib.evaluation.detection import (
     sensitivity_specificity,
 )
 from PancreasAILib.evaluation.overlap import overlap_metrics
-from PancreasAILib.synthesis.dataset import recorded_motion
+from PancreasAILib.phases import Phase
+from PancreasAILib.synthesis.dataset import recorded_motions
 
 IOU_THRESHOLDS = (0.10, 0.15)
 
@@ -64,16 +65,17 @@ def _truth_path(gt_dir: Path, case: str) -> Path:
     )
 
 
-def _reference_phase(pred_dir: Path) -> str | None:
-    report_file = pred_dir / "report.json"
-    return json.loads(report_file.read_text()).get("reference_phase") if report_file.is_file() else None
-
-
-def evaluate_case(pred_dir: Path, truth_file: Path, motion: sitk.Transform | None = None) -> CaseMetrics:
-    """Scores one prediction; `motion` (`recorded_motion`) moves the truth into the anatomy of the
-    prediction's reference phase first."""
+def evaluate_case(
+    pred_dir: Path, truth_file: Path, motions: dict[Phase, sitk.Transform] | None = None
+) -> CaseMetrics:
+    """Scores one prediction; `motions` (`recorded_motions` of a synthetic case) move the truth into
+    the anatomy of the prediction's reference phase first (its report names it)."""
     pred_img = sitk.ReadImage(str(pred_dir / "labels.nii.gz"))
     truth_img = sitk.ReadImage(str(truth_file))
+    report_file = pred_dir / "report.json"
+    report = json.loads(report_file.read_text()) if report_file.is_file() else {}
+    reference = report.get("reference_phase")
+    motion = (motions or {}).get(Phase(reference)) if reference else None
     if motion is not None:  # a point y of the moved anatomy shows what the truth has at motion⁻¹(y)
         truth_img = sitk.Resample(truth_img, pred_img, motion.GetInverse(), sitk.sitkNearestNeighbor, 0)
     # Compare in physical space: the truth is resampled onto the prediction's grid only if they differ.
@@ -95,10 +97,7 @@ def evaluate_case(pred_dir: Path, truth_file: Path, motion: sitk.Transform | Non
         if detection_file.is_file()
         else ((pred == 2).astype(np.float32))
     )
-    report_file = pred_dir / "report.json"
-    score = None
-    if report_file.is_file():
-        score = json.loads(report_file.read_text()).get("pdac_likelihood")
+    score = report.get("pdac_likelihood")
     if score is None:
         score = float(detection.max())
     return CaseMetrics(
@@ -166,8 +165,7 @@ def evaluate_folder(pred_root: Path, gt_root: Path, resamples: int = 1000) -> di
             "Run `pancreasai segment --batch ... --out PRED` first.",
         )
     cases = [
-        evaluate_case(d, _truth_path(gt_root, d.name), recorded_motion(gt_root, d.name, _reference_phase(d)))
-        for d in case_dirs
+        evaluate_case(d, _truth_path(gt_root, d.name), recorded_motions(gt_root, d.name)) for d in case_dirs
     ]
     summary = summarise(cases)
     intervals = bootstrap(cases, resamples) if resamples else {}

@@ -121,8 +121,9 @@ class Report:
     # the head alone, so a calibration can be refitted
     pdac_classifier_probability: float | None = field(default=None, metadata=_since(1))
     lesions: list[Lesion] = field(default_factory=list)
-    # the share of its confidence a lesion darker than the gland in neither arterial nor venous phase kept (1.0: not weighed;
-    # None: no segmentation); the likelihood calibration is fitted for one such weight
+    # the share of its confidence a lesion darker than the gland in neither the arterial nor the
+    # venous phase kept (1.0: not weighed; None: no segmentation); the likelihood calibration is
+    # fitted for one such weight
     non_hypo_lesion_weight: float | None = field(default=None, metadata=_since(2))
     # 1.3: the bright-vessel step (None: not run, e.g. no venous phase or switched off)
     vessel_exclusion: VesselExclusionInfo | None = field(default=None, metadata=_since(3))

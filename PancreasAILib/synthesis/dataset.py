@@ -133,25 +133,28 @@ def remake_case(
     return case
 
 
-def recorded_motion(dataset_dir: Path | str, name: str, phase: str | None) -> sitk.Transform | None:
-    """How a written case's `phase` was moved against the anatomy its truth was drawn on (venous):
-    the ITK transform taking a point of the truth's anatomy to the same anatomy in `phase` (None: no
-    record, e.g. not a `pancreasai synth` dataset, or the phase the truth was drawn on)."""
+def recorded_motions(dataset_dir: Path | str, name: str) -> dict[Phase, sitk.Transform]:
+    """How each phase of a written case was moved against the anatomy its truth was drawn on
+    (venous): per moved phase, the ITK transform taking a point of the truth's anatomy to the same
+    anatomy in that phase. Empty without a record (not a `pancreasai synth` dataset)."""
     record_file = Path(dataset_dir) / "cases" / f"{name}.json"
-    if phase is None or not record_file.is_file():
-        return None
-    motion = (json.loads(record_file.read_text()).get("misalignment") or {}).get(phase)
-    if not motion or motion.get("reference"):
-        return None
-    return sitk.Euler3DTransform(
-        motion["center_mm"], *np.radians(motion["rotation_deg"]).tolist(), motion["translation_mm"]
-    )
+    if not record_file.is_file():
+        return {}
+    motions = json.loads(record_file.read_text()).get("misalignment") or {}
+    return {
+        Phase(phase): sitk.Euler3DTransform(
+            m["center_mm"], *np.radians(m["rotation_deg"]).tolist(), m["translation_mm"]
+        )
+        for phase, m in motions.items()
+        if not m.get("reference")
+    }
 
 
 def on_truth_anatomy(
-    phases: dict[Phase, sitk.Image], motions: dict[Phase, sitk.Transform | None]
+    phases: dict[Phase, sitk.Image], motions: dict[Phase, sitk.Transform]
 ) -> dict[Phase, sitk.Image]:
-    """Each phase moved back by its recorded motion, so it shows the anatomy the truth was drawn on.
+    """Each phase moved back by its recorded motion (`recorded_motions`; a phase without one is kept),
+    so it shows the anatomy the truth was drawn on.
 
     Why: at inference the phases are registered to the reference before the networks see them, and
     a single phase is its own reference; training on phases still moved by the generator (2-4 mm)

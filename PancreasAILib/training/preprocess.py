@@ -131,8 +131,8 @@ def _synthetic_worker(args: tuple) -> str:
     )
     anatomy = anatomy_for_case(list(sources), seed, index)
     case = synthesize_case(anatomy, config, seed=seed, case_index=index)
-    motions = {p: None if p == Phase.VENOUS else t for p, t in case.transforms.items()}
-    arrays = preprocess_case(on_truth_anatomy(case.phases, motions), case.labels)
+    moved = {p: t for p, t in case.transforms.items() if p != Phase.VENOUS}  # venous: the truth's own
+    arrays = preprocess_case(on_truth_anatomy(case.phases, moved), case.labels)
     meta = {
         "source": "synthetic",
         "generator_version": case.meta["generator_version"],
@@ -179,7 +179,7 @@ def build_synthetic_cache(
 
 def build_raw_dataset_cache(raw_dir: Path, out_dir: Path, progress=None) -> list[Path]:
     """Preprocess an nnU-Net-raw dataset (imagesTr/<case>_000{0,1,2}.nii.gz, labelsTr/<case>.nii.gz)."""
-    from PancreasAILib.synthesis.dataset import on_truth_anatomy, recorded_motion
+    from PancreasAILib.synthesis.dataset import on_truth_anatomy, recorded_motions
 
     labels_dir = raw_dir / "labelsTr"
     if not labels_dir.is_dir():
@@ -200,8 +200,7 @@ def build_raw_dataset_cache(raw_dir: Path, out_dir: Path, progress=None) -> list
                 if (f := raw_dir / "imagesTr" / f"{name}_{PHASE_ORDER.index(p):04d}.nii.gz").is_file()
             }
             # a `pancreasai synth` dataset records how each phase was moved: undo it, as registration would
-            motions = {p: recorded_motion(raw_dir, name, p.value) for p in phases}
-            phases = on_truth_anatomy(phases, motions)
+            phases = on_truth_anatomy(phases, recorded_motions(raw_dir, name))
             arrays = preprocess_case(phases, sitk.ReadImage(str(label_file), sitk.sitkUInt8))
             save_case(path, arrays, {"source": str(raw_dir.name), "case": name})
         paths.append(path)

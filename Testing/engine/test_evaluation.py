@@ -120,15 +120,17 @@ def test_a_prediction_on_the_arterial_anatomy_is_scored_against_the_truth_moved_
     """Synthetic truth is drawn on the venous anatomy; arterial-only input is segmented on the arterial
     one, which the generator moved by a recorded rigid motion. A perfect arterial outline scores 1."""
     from PancreasAILib.evaluation.evaluate import evaluate_folder
+    from PancreasAILib.phases import Phase
     from PancreasAILib.synthesis import SynthesisConfig
-    from PancreasAILib.synthesis.dataset import recorded_motion, write_dataset
+    from PancreasAILib.synthesis.dataset import recorded_motions, write_dataset
 
     config = SynthesisConfig.coarse(p_tumour=1.0, misalign_max_mm=6.0, misalign_max_deg=4.0)
     data = tmp_path / "data"
     write_dataset(data, n_cases=1, seed=4, config=config, workers=1, progress=False)
     truth = sitk.ReadImage(str(data / "labelsTr" / "PANSYN_0000.nii.gz"))
-    motion = recorded_motion(data, "PANSYN_0000", "arterial")
-    assert motion is not None and recorded_motion(data, "PANSYN_0000", "venous") is None
+    motions = recorded_motions(data, "PANSYN_0000")
+    motion = motions.get(Phase.ARTERIAL)
+    assert motion is not None and motions.get(Phase.VENOUS) is None
     arterial_outline = sitk.Resample(truth, truth, motion.GetInverse(), sitk.sitkNearestNeighbor, 0)
     pred = tmp_path / "pred" / "PANSYN_0000"
     pred.mkdir(parents=True)
