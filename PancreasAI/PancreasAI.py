@@ -18,7 +18,7 @@ import vtk
 from PancreasAILogicLib import dependencies, engine
 from PancreasAILogicLib.logic import PancreasAICore, default_home
 from PancreasAILogicLib.qt_runner import QProcessRunner
-from PancreasAILogicLib.results import HEATMAP_ANCHORS, ImportedResults
+from PancreasAILogicLib.results import HEATMAP_ANCHORS, ImportedResults, report_notes
 from PancreasAILogicLib.runner import ProgressEvent, RunOutcome
 from PancreasAILogicLib.scene_io import came_from_dicom
 from PancreasAILogicLib.selftest import PancreasAITest  # noqa: F401  (Slicer looks it up by this name)
@@ -287,6 +287,9 @@ class PancreasAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             for column, value in enumerate(values):
                 table.setItem(row, column, qt.QTableWidgetItem(value))
         table.resizeColumnsToContents()
+        notes = report_notes(results.report)
+        self.ui.findingsNotesLabel.text = "\n".join(notes)
+        self.ui.findingsNotesLabel.visible = bool(notes)
         self.updateHeatmapDisplay()
 
     def onLesionClicked(self, row: int, column: int) -> None:

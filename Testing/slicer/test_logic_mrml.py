@@ -314,3 +314,23 @@ def test_the_lesion_text_says_how_it_compares_with_the_gland() -> None:
     assert versus_gland_text(brighter) == "+5 arterial, +3 venous (not darker: ranked lower)"
     assert versus_gland_text({"attenuation_hu": {"venous": -18.4}, "hypoattenuating": True}) == "-18 venous"
     assert versus_gland_text({"confidence": 0.9}) == ""  # a report from before schema 1.2
+
+
+def test_the_notes_give_the_warnings_and_the_vein_left_out() -> None:
+    from PancreasAILogicLib.results import report_notes
+
+    report = {
+        "warnings": [
+            "You set a.nii.gz as arterial, but it looks delayed (confidence 0.91); your choice was kept."
+        ],
+        "vessel_exclusion": {"margin_hu": 40.0, "excluded_ml": 3.25, "gland_venous_median_hu": 86.0},
+    }
+    notes = report_notes(report)
+    assert notes[0].startswith("You set a.nii.gz as arterial")
+    assert (
+        notes[1]
+        == "Left out of the pancreas: 3.2 mL of enhanced vein (more than 40 HU above the gland, venous phase)."
+    )
+    nothing_taken = {"vessel_exclusion": {"margin_hu": 40.0, "excluded_ml": 0.0}, "warnings": []}
+    assert report_notes(nothing_taken) == []
+    assert report_notes({"schema_version": "1.2"}) == []  # older reports have neither
