@@ -73,6 +73,7 @@ class EngineModels:
         non_hypo_lesion_weight: float | None = None,
         vessel_margin_hu: float | None = None,
         keep_bright_vessels: bool = False,
+        stage1_grow_threshold: float | None = None,
     ) -> EngineModels:
         cascade = Cascade.load(
             device,
@@ -82,6 +83,7 @@ class EngineModels:
             non_hypo_lesion_weight=non_hypo_lesion_weight,
             vessel_margin_hu=vessel_margin_hu,
             keep_bright_vessels=keep_bright_vessels,
+            stage1_grow_threshold=stage1_grow_threshold,
         )
         anomaly = None
         if heatmap:

@@ -78,6 +78,9 @@ class Cascade:
     # Margin (HU above the gland's venous median) beyond which bright tissue continuing outside the
     # gland is vessel (`cascade.vessels`); None: not applied. The registered stage 2 names the release's.
     vessel_margin_hu: float | None = None
+    # Probability down to which stage 1's largest component is grown before the box and the prior
+    # are taken (`grow_component`); None: the component at 0.5 as it is. Registered with stage 1.
+    stage1_grow_threshold: float | None = None
 
     @classmethod
     def load(
@@ -91,6 +94,7 @@ class Cascade:
         non_hypo_lesion_weight: float | None = None,
         vessel_margin_hu: float | None = None,
         keep_bright_vessels: bool = False,
+        stage1_grow_threshold: float | None = None,
     ) -> Cascade:
         """Both networks from the registry; `stage1` may be replaced by an external pancreas model.
 
@@ -99,7 +103,8 @@ class Cascade:
         registered stage 1's specification (an external model always sees the scan as it is);
         `non_hypo_lesion_weight` overrides the registered stage 2's (the likelihood calibration was
         fitted with that one); `vessel_margin_hu` overrides its bright-vessel margin, and
-        `keep_bright_vessels` turns that step off."""
+        `keep_bright_vessels` turns that step off; `stage1_grow_threshold` overrides the registered
+        stage 1's growing threshold (0.5: no growing)."""
         dev = torch.device(device)
         entries = []
         if stage1 is None:
@@ -129,6 +134,7 @@ class Cascade:
             spec2.non_hypo_lesion_weight if non_hypo_lesion_weight is None else non_hypo_lesion_weight
         )
         margin = None if keep_bright_vessels else (vessel_margin_hu or spec2.vessel_margin_hu)
+        grow = spec1.grow_threshold if stage1_grow_threshold is None else stage1_grow_threshold
         return cls(
             stage1,
             stage2,
@@ -142,6 +148,7 @@ class Cascade:
             scales,
             weight,
             None if margin is None else check_margin(margin),
+            None if grow is None or grow == 0.5 else check_grow_threshold(grow),
         )
 
     def run(
@@ -158,6 +165,8 @@ class Cascade:
         s1_prob = self.stage1_probability(images, s1_grid, mask)
         component = largest_component(s1_prob >= 0.5)
         volume_ml = float(component.sum() * np.prod(s1_grid.GetSpacing()) / 1000.0)
+        if self.stage1_grow_threshold is not None:  # the check above stays on the confident core
+            component = grow_component(component, s1_prob, self.stage1_grow_threshold)
         timings["stage1"] = time.perf_counter() - start
         progress("stage1", 1.0, f"pancreas {volume_ml:.0f} mL")
         empty = sitk.Image(reference.GetSize(), sitk.sitkUInt8)
@@ -308,6 +317,25 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
         return np.zeros(mask.shape, bool)
     sizes = ndi.sum_labels(np.ones(mask.shape), labels, index=np.arange(1, count + 1))
     return labels == (int(np.argmax(sizes)) + 1)
+
+
+def check_grow_threshold(threshold: float) -> float:
+    """A growing threshold is a probability in (0, 0.5]; returns it."""
+    if not 0.0 < threshold <= 0.5:
+        raise ValueError(f"stage 1's growing threshold must lie in (0, 0.5], got {threshold}")
+    return float(threshold)
+
+
+def grow_component(core: np.ndarray, probability: np.ndarray, threshold: float) -> np.ndarray:
+    """`core` with every region of `probability >= threshold` that touches it (hysteresis).
+
+    Why: on anatomy it has not seen, stage 1 can be unsure of a whole tail or head (probability
+    0.2-0.4) while sure of the rest; the stage-2 box around the confident core alone then cuts that
+    part off, and stage 2 never sees it. Growing keeps the weak part connected to the gland, with
+    its low probability as the prior, for stage 2 to decide."""
+    labels, _ = ndi.label(probability >= threshold)
+    touching = np.unique(labels[core])
+    return core | np.isin(labels, touching[touching > 0])
 
 
 def dilate_mm(mask: np.ndarray, spacing_zyx, margin_mm: float) -> np.ndarray:

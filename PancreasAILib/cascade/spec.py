@@ -19,7 +19,9 @@ class StageSpec:
     of its confidence that a lesion darker than the gland in neither the arterial nor the venous
     phase keeps (`cascade.attenuation`; 1.0: not weighed) and the margin in HU above the gland's venous median
     beyond which bright tissue that continues outside the gland is vessel, not gland
-    (`cascade.vessels`; None: not applied). These are release choices (the likelihood calibration
+    (`cascade.vessels`; None: not applied), and for stage 1 the probability down to which its largest
+    component at 0.5 is grown into connected voxels before the stage-2 box and prior are taken
+    (`cascade.runner.grow_component`; None: not grown). These are release choices (the likelihood calibration
     is fitted with them), so they are stored with the weights."""
 
     spacing: tuple[float, float, float]
@@ -28,6 +30,7 @@ class StageSpec:
     test_time_scales: tuple[float, ...] = (1.0,)
     non_hypo_lesion_weight: float = 1.0
     vessel_margin_hu: float | None = None
+    grow_threshold: float | None = None
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -41,6 +44,7 @@ class StageSpec:
             tuple(data.get("test_time_scales", (1.0,))),
             float(data.get("non_hypo_lesion_weight", 1.0)),
             None if data.get("vessel_margin_hu") is None else float(data["vessel_margin_hu"]),
+            None if data.get("grow_threshold") is None else float(data["grow_threshold"]),
         )
 
 

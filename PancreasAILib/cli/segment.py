@@ -124,6 +124,14 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help="do not take bright vessel out of the pancreas label (the network's gland as it is)",
     )
     parser.add_argument(
+        "--stage1-grow",
+        type=_grow_threshold,
+        metavar="P",
+        help="grow stage 1's pancreas (probability >= 0.5) into the connected voxels with probability >= P "
+        "before the tumour network's box is taken, in (0, 0.5]; 0.5 = no growing (default: the release's "
+        "choice)",
+    )
+    parser.add_argument(
         "--stage1-model",
         metavar="DIR|totalsegmentator",
         help="find the pancreas with an nnU-Net v2 model folder (plans.json, dataset.json, fold_*/) or with "
@@ -145,6 +153,13 @@ def _positive_hu(text: str) -> float:
     return value
 
 
+def _grow_threshold(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 0.5:
+        raise argparse.ArgumentTypeError(f"{text} is not a probability in (0, 0.5]")
+    return value
+
+
 def load_models(args: argparse.Namespace) -> EngineModels:
     from PancreasAILib.cli.train import resolve_device
 
@@ -163,6 +178,7 @@ def load_models(args: argparse.Namespace) -> EngineModels:
         non_hypo_lesion_weight=args.non_hypo_weight,
         vessel_margin_hu=args.vessel_margin,
         keep_bright_vessels=args.keep_bright_vessels,
+        stage1_grow_threshold=args.stage1_grow,
     )
 
 
