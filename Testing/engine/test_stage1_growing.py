@@ -85,3 +85,19 @@ def test_the_tumour_network_box_reaches_the_weak_tail_only_when_grown(tmp_path, 
     assert not _inside(boxes[0.5], tail_end)
     assert _inside(boxes[0.15], tail_end)
     assert not _inside(boxes[0.15], apart)  # weak tissue apart from the gland stays out
+
+
+def test_the_registered_threshold_is_used_unless_a_run_overrides_it(tmp_path, monkeypatch):
+    from model_fixtures import make_tiny_models
+
+    from PancreasAILib.models.registry import read_manifest, write_manifest
+
+    root = make_tiny_models(tmp_path / "models")
+    monkeypatch.setenv("PANCREASAI_MODELS", str(root))
+    assert Cascade.load("cpu").stage1_grow_threshold is None  # none registered: not grown
+    entries = read_manifest(root)
+    entries["stage1_pancreas"].input_spec["grow_threshold"] = 0.2
+    write_manifest(entries, root)
+    assert Cascade.load("cpu").stage1_grow_threshold == 0.2
+    assert Cascade.load("cpu", stage1_grow_threshold=0.5).stage1_grow_threshold is None  # 0.5: off
+    assert Cascade.load("cpu", stage1_grow_threshold=0.3).stage1_grow_threshold == 0.3
