@@ -104,9 +104,10 @@ class Cascade:
         `non_hypo_lesion_weight` overrides the registered stage 2's (the likelihood calibration was
         fitted with that one); `vessel_margin_hu` overrides its bright-vessel margin, and
         `keep_bright_vessels` turns that step off; `stage1_grow_threshold` overrides the registered
-        stage 1's growing threshold (0.5: no growing)."""
+        stage 1's growing threshold (0.5: no growing; an external stage 1 is grown only when given)."""
         dev = torch.device(device)
         entries = []
+        external_stage1 = stage1 is not None
         if stage1 is None:
             states, entry1 = load_ensemble_weights(STAGE1_MODEL)
             stage1 = ProbabilityAverage([_coarse_unet(entry1.config, state) for state in states])
@@ -134,7 +135,10 @@ class Cascade:
             spec2.non_hypo_lesion_weight if non_hypo_lesion_weight is None else non_hypo_lesion_weight
         )
         margin = None if keep_bright_vessels else (vessel_margin_hu or spec2.vessel_margin_hu)
-        grow = spec1.grow_threshold if stage1_grow_threshold is None else stage1_grow_threshold
+        # The registered threshold was chosen for the shipped network's probabilities; an external
+        # segmenter's are grown only when a run asks for it.
+        registered_grow = None if external_stage1 else spec1.grow_threshold
+        grow = registered_grow if stage1_grow_threshold is None else stage1_grow_threshold
         return cls(
             stage1,
             stage2,

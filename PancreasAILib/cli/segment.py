@@ -128,8 +128,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         type=_grow_threshold,
         metavar="P",
         help="grow stage 1's pancreas (probability >= 0.5) into the connected voxels with probability >= P "
-        "before the tumour network's box is taken, in (0, 0.5]; 0.5 = no growing (default: the release's "
-        "choice)",
+        "before the tumour network's box is taken, in (0, 0.5]; 0.5 = no growing (default: the release's choice for "
+        "the shipped stage 1; an external one is not grown)",
     )
     parser.add_argument(
         "--stage1-model",

@@ -101,3 +101,17 @@ def test_the_registered_threshold_is_used_unless_a_run_overrides_it(tmp_path, mo
     assert Cascade.load("cpu").stage1_grow_threshold == 0.2
     assert Cascade.load("cpu", stage1_grow_threshold=0.5).stage1_grow_threshold is None  # 0.5: off
     assert Cascade.load("cpu", stage1_grow_threshold=0.3).stage1_grow_threshold == 0.3
+
+
+def test_an_external_stage1_is_grown_only_when_a_run_asks(tmp_path, monkeypatch):
+    from model_fixtures import make_tiny_models
+
+    from PancreasAILib.models.registry import read_manifest, write_manifest
+
+    root = make_tiny_models(tmp_path / "models")
+    monkeypatch.setenv("PANCREASAI_MODELS", str(root))
+    entries = read_manifest(root)
+    entries["stage1_pancreas"].input_spec["grow_threshold"] = 0.2
+    write_manifest(entries, root)
+    assert Cascade.load("cpu", stage1=SureAndUnsure()).stage1_grow_threshold is None
+    assert Cascade.load("cpu", stage1=SureAndUnsure(), stage1_grow_threshold=0.3).stage1_grow_threshold == 0.3
