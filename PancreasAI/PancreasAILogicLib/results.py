@@ -136,13 +136,13 @@ def report_notes(report: dict) -> list[str]:
     """What the radiologist should read beside the lesion table: the engine's warnings (e.g. a series
     that looks like another phase than the one chosen) and what the label map leaves out on purpose
     (enhanced vein taken out of the pancreas, report schema 1.3)."""
+    from PancreasAILib.export.report import VesselExclusionInfo  # the engine's wording, no model code
+
     notes = [str(warning) for warning in report.get("warnings") or []]
     vessels = report.get("vessel_exclusion") or {}
     if vessels.get("excluded_ml"):
-        notes.append(
-            f"Left out of the pancreas: {vessels['excluded_ml']:.1f} mL of enhanced vein "
-            f"(more than {vessels['margin_hu']:.0f} HU above the gland, venous phase)."
-        )
+        line = VesselExclusionInfo(**vessels).summary()
+        notes.append(line[0].upper() + line[1:] + ".")  # str.capitalize would lower "HU"
     return notes
 
 

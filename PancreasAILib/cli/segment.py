@@ -212,10 +212,7 @@ def summarise(result: CaseResult) -> list[str]:
         )
     vessels = report.vessel_exclusion
     if vessels is not None and vessels.excluded_ml > 0:
-        lines.append(
-            f"left out of the pancreas: {vessels.excluded_ml:.1f} mL of vein "
-            f"(more than {vessels.margin_hu:.0f} HU above the gland, venous phase)"
-        )
+        lines.append(vessels.summary())
     if report.heatmap.computed:
         lines.append(f"heatmap: {report.heatmap.summary}")
     lines.append("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in report.timings_s.items()))

@@ -89,6 +89,13 @@ class VesselExclusionInfo:
     excluded_ml: float
     gland_venous_median_hu: float | None = None  # None: too little gland to compare with
 
+    def summary(self) -> str:
+        """One line for a reader (the CLI's summary and the Slicer module say it alike)."""
+        return (
+            f"left out of the pancreas: {self.excluded_ml:.1f} mL of enhanced vein "
+            f"(more than {self.margin_hu:.0f} HU above the gland, venous phase)"
+        )
+
 
 @dataclass
 class HeatmapInfo:
