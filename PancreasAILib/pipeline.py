@@ -21,6 +21,7 @@ import SimpleITK as sitk
 from PancreasAILib.cascade.calibration import phase_key
 from PancreasAILib.cascade.grids import array_to_grid
 from PancreasAILib.cascade.runner import Cascade, CascadeResult, paste_roi
+from PancreasAILib.cascade.settings import CascadeSettings
 from PancreasAILib.dicom_read import hashed_key
 from PancreasAILib.export import (
     AlignmentInfo,
@@ -68,23 +69,11 @@ class EngineModels:
         *,
         heatmap: bool = True,
         stage1: Any | None = None,
-        restrict_to_pancreas: bool = True,
-        mirror: bool = True,
-        non_hypo_lesion_weight: float | None = None,
-        vessel_margin_hu: float | None = None,
-        keep_bright_vessels: bool = False,
-        stage1_grow_threshold: float | None = None,
+        settings: CascadeSettings | None = None,
     ) -> EngineModels:
-        cascade = Cascade.load(
-            device,
-            stage1=stage1,
-            restrict_to_pancreas=restrict_to_pancreas,
-            mirror=mirror,
-            non_hypo_lesion_weight=non_hypo_lesion_weight,
-            vessel_margin_hu=vessel_margin_hu,
-            keep_bright_vessels=keep_bright_vessels,
-            stage1_grow_threshold=stage1_grow_threshold,
-        )
+        """The cascade (`settings`: a run's overrides of the registered choices) and, with `heatmap`,
+        the anomaly models, loaded once for every case of a batch."""
+        cascade = Cascade.load(device, stage1=stage1, settings=settings)
         anomaly = None
         if heatmap:
             from PancreasAILib.anomaly import AnomalyModel
@@ -161,10 +150,13 @@ def _fill_segmentation(report: Report, result: CascadeResult, models: EngineMode
     report.segmentation_reason = None
     report.pdac_likelihood = result.pdac_likelihood
     report.pdac_classifier_probability = round(float(result.classifier_probability), 4)
-    report.non_hypo_lesion_weight = models.cascade.non_hypo_lesion_weight if models.cascade else None
+    used = models.cascade.settings if models.cascade else None
+    report.non_hypo_lesion_weight = used.non_hypo_lesion_weight if used else None
+    report.attenuation_ramp_hu = used.attenuation_ramp_hu if used else None
+    report.stage1_grow_threshold = used.stage1_grow_threshold if used else None
     if result.vessel_excluded_ml is not None:  # the step ran, so the cascade has a margin
         report.vessel_exclusion = VesselExclusionInfo(
-            margin_hu=models.cascade.vessel_margin_hu,
+            margin_hu=used.vessel_margin_hu,
             excluded_ml=result.vessel_excluded_ml,
             gland_venous_median_hu=(
                 None if result.gland_venous_median_hu is None else round(result.gland_venous_median_hu, 1)
@@ -202,13 +194,19 @@ def _likelihood_method(result: CascadeResult, models: EngineModels) -> str:
     present = phase_key(p for p, there in zip(PHASE_ORDER, result.phase_mask, strict=True) if there)
     if key != present:
         how += f" (none is fitted for {present.replace('+', ', ')}: read the likelihood as a ranking)"
-    used, fitted = models.cascade.non_hypo_lesion_weight, models.cascade.spec2.non_hypo_lesion_weight
-    if used != fitted:
+    used, fitted = models.cascade.settings, models.cascade.spec2
+    made = _weighting(used.non_hypo_lesion_weight, used.attenuation_ramp_hu)
+    fitted_with = _weighting(fitted.non_hypo_lesion_weight, fitted.attenuation_ramp_hu)
+    if made != fitted_with:
         how += (
-            f" (fitted with non-hypo-attenuating lesions weighed by {fitted:g}, this run used {used:g}: "
+            f" (fitted with non-hypo-attenuating lesions weighed by {fitted_with}, this run used {made}: "
             "read the likelihood as a ranking)"
         )
     return how
+
+
+def _weighting(weight: float, ramp_hu: float) -> str:
+    return f"{weight:g}" if ramp_hu == 0 else f"{weight:g} graded over ±{ramp_hu:g} HU"
 
 
 def _heatmap(

@@ -13,7 +13,8 @@ in tumour-free glands lie inside the gland beside the portal and splenic veins, 
 attenuation or above it (`benchmarks/false_lesions.py`). Such a candidate keeps a share
 (`weight`) of its network confidence, so it ranks below comparable hypo-attenuating ones; it stays
 in the lesion list with its attenuation, for the reader to judge (an iso-attenuating PDAC is rare
-but real).
+but real). Between clearly darker and clearly not, the share is graded over a few HU
+(`confidence_factor`), because the contrast itself is measured with that much noise.
 """
 
 from __future__ import annotations
@@ -34,6 +35,13 @@ def check_weight(weight: float) -> float:
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"the weight of non-hypo-attenuating lesions must lie in [0, 1], got {weight}")
     return weight
+
+
+def check_ramp(ramp_hu: float) -> float:
+    """The grade's half-width is a non-negative number of HU; returns it."""
+    if not ramp_hu >= 0.0:
+        raise ValueError(f"the attenuation grade's half-width must be >= 0 HU, got {ramp_hu}")
+    return float(ramp_hu)
 
 
 def gland_medians(
@@ -64,10 +72,34 @@ def lesion_attenuation(
     }
 
 
+def darkest_evidence(contrast: dict[str, float] | None) -> float | None:
+    """The lesion's lowest contrast (HU) in the arterial or venous phase; None when neither was compared."""
+    evidence = [value for phase, value in (contrast or {}).items() if phase in EVIDENCE_PHASES]
+    return min(evidence) if evidence else None
+
+
+def confidence_factor(contrast: dict[str, float] | None, weight: float, ramp_hu: float = 0.0) -> float:
+    """The share of its network confidence a lesion keeps, from its contrast against the gland.
+
+    With `ramp_hu` 0, a hard cut: 1 when darker than the gland (arterial or venous), else `weight`.
+    With `ramp_hu` R > 0, graded: 1 at R HU below the gland or darker, `weight` at R HU above or
+    brighter, linear between. Why: a lesion's mean is measured against the gland's median with a few
+    HU of noise, so with a hard cut a lesion 1 HU below the gland keeps all its confidence and one
+    2 HU above loses half; a grade of that width makes the ranking not hinge on noise. No evidence
+    (the delayed phase alone, or too little gland to compare with): 1."""
+    darkest = darkest_evidence(contrast)
+    if darkest is None:
+        return 1.0
+    if ramp_hu == 0.0:
+        return 1.0 if darkest < 0.0 else weight
+    darker = min(max((ramp_hu - darkest) / (2.0 * ramp_hu), 0.0), 1.0)
+    return weight + (1.0 - weight) * darker
+
+
 def is_hypoattenuating(contrast: dict[str, float] | None) -> bool | None:
     """Darker than the gland in the arterial or venous phase; None when neither was compared."""
-    evidence = [value for phase, value in (contrast or {}).items() if phase in EVIDENCE_PHASES]
-    return any(value < 0.0 for value in evidence) if evidence else None
+    darkest = darkest_evidence(contrast)
+    return None if darkest is None else darkest < 0.0
 
 
 def weigh_by_attenuation(
@@ -78,14 +110,17 @@ def weigh_by_attenuation(
     phase_mask: np.ndarray,
     gland: np.ndarray,
     weight: float,
+    ramp_hu: float = 0.0,
 ) -> tuple[list[LesionCandidate], np.ndarray]:
-    """Each lesion with its attenuation; those darker in neither the arterial nor the venous phase
-    keep `weight` of their confidence.
+    """Each lesion with its attenuation and the share of its confidence that says
+    (`confidence_factor`: 1 when clearly darker than the gland in the arterial or venous phase,
+    `weight` when clearly not, graded over `ramp_hu` either side of the gland).
 
     Returns the lesions strongest first (renumbered from 1) and the detection map with the
     confidences they now have. `weight` 1 only records the attenuation.
     """
     check_weight(weight)
+    check_ramp(ramp_hu)
     detection = detection.copy()
     medians = gland_medians(regions, roi_hu, phase_mask, gland)
     weighed = []
@@ -93,7 +128,7 @@ def weigh_by_attenuation(
         voxels = regions == lesion.id
         contrast = lesion_attenuation(voxels, roi_hu, medians)
         hypo = is_hypoattenuating(contrast)
-        confidence = lesion.confidence if hypo is not False else round(lesion.confidence * weight, 4)
+        confidence = round(lesion.confidence * confidence_factor(contrast, weight, ramp_hu), 4)
         detection[voxels] = confidence
         weighed.append(
             replace(

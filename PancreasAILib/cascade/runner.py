@@ -18,13 +18,14 @@ import SimpleITK as sitk
 import torch
 from scipy import ndimage as ndi
 
-from PancreasAILib.cascade.attenuation import check_weight, weigh_by_attenuation
+from PancreasAILib.cascade.attenuation import weigh_by_attenuation
 from PancreasAILib.cascade.calibration import PhaseCalibrations
 from PancreasAILib.cascade.grids import array_to_grid, grid_for_box, image_box, normalise_hu, resample_onto
 from PancreasAILib.cascade.lesions import LesionCandidate, extract_lesions, pdac_likelihood
 from PancreasAILib.cascade.predict import predict_stage1, predict_stage2
+from PancreasAILib.cascade.settings import CascadeSettings, RunSettings
 from PancreasAILib.cascade.spec import StageSpec
-from PancreasAILib.cascade.vessels import bright_vessels, check_margin, move_to_background
+from PancreasAILib.cascade.vessels import bright_vessels, move_to_background
 from PancreasAILib.geometry import box_region, mask_bounding_box, paste_into
 from PancreasAILib.models.ensemble import ProbabilityAverage
 from PancreasAILib.models.multiphase import MultiPhaseConfig, MultiPhaseTumourNet
@@ -65,22 +66,9 @@ class Cascade:
     spec2: StageSpec
     entries: list[ModelEntry]
     device: torch.device
-    restrict_to_pancreas: bool = True
     calibration: PhaseCalibrations | None = None
-    mirror: bool = True  # test-time mirroring in stage 2
-    # Test-time magnifications of stage 1's input, averaged (1.0 alone: the scan as it is); see
-    # `stage1_probability`. The registered stage 1's input specification names the chosen ones.
-    stage1_scales: tuple[float, ...] = (1.0,)
-    # Share of its confidence a lesion darker than the gland in neither the arterial nor the venous
-    # phase keeps (`cascade.attenuation`; 1.0 only records the attenuation); the registered stage 2's
-    # specification names the release's.
-    non_hypo_lesion_weight: float = 1.0
-    # Margin (HU above the gland's venous median) beyond which bright tissue continuing outside the
-    # gland is vessel (`cascade.vessels`); None: not applied. The registered stage 2 names the release's.
-    vessel_margin_hu: float | None = None
-    # Probability down to which stage 1's largest component is grown before the box and the prior
-    # are taken (`grow_component`); None: the component at 0.5 as it is. Registered with stage 1.
-    stage1_grow_threshold: float | None = None
+    # What this run uses of the release's registered choices or a run's overrides (`cascade.settings`)
+    settings: RunSettings = field(default_factory=RunSettings)
 
     @classmethod
     def load(
@@ -88,23 +76,14 @@ class Cascade:
         device: str = "cpu",
         *,
         stage1: torch.nn.Module | Any | None = None,
-        restrict_to_pancreas: bool = True,
-        mirror: bool = True,
-        stage1_scales: Sequence[float] | None = None,
-        non_hypo_lesion_weight: float | None = None,
-        vessel_margin_hu: float | None = None,
-        keep_bright_vessels: bool = False,
-        stage1_grow_threshold: float | None = None,
+        settings: CascadeSettings | None = None,
     ) -> Cascade:
         """Both networks from the registry; `stage1` may be replaced by an external pancreas model.
 
         A stage 1 registered as an ensemble (manifest `members`) runs as one network that averages
-        its members' probabilities. `stage1_scales` overrides the test-time magnifications of the
-        registered stage 1's specification (an external model always sees the scan as it is);
-        `non_hypo_lesion_weight` overrides the registered stage 2's (the likelihood calibration was
-        fitted with that one); `vessel_margin_hu` overrides its bright-vessel margin, and
-        `keep_bright_vessels` turns that step off; `stage1_grow_threshold` overrides the registered
-        stage 1's growing threshold (0.5: no growing; an external stage 1 is grown only when given)."""
+        its members' probabilities. `settings` overrides the registered inference choices (default:
+        the release as registered; an external model always sees the scan as it is, and is grown
+        only when the settings ask)."""
         dev = torch.device(device)
         entries = []
         external_stage1 = stage1 is not None
@@ -127,33 +106,9 @@ class Cascade:
             if isinstance(net, torch.nn.Module):  # an external stage 1 places itself
                 net.to(dev).eval()
         spec2 = StageSpec.from_dict(entry2.input_spec)
+        resolved = (settings or CascadeSettings()).resolve(spec1, spec2, external_stage1=external_stage1)
         calibration = PhaseCalibrations.from_dict(entry2.calibration)
-        scales = tuple(stage1_scales) if stage1_scales is not None else spec1.test_time_scales
-        if not scales or min(scales) <= 0:
-            raise ValueError(f"stage-1 test-time scales must be positive magnifications, got {scales}")
-        weight = check_weight(
-            spec2.non_hypo_lesion_weight if non_hypo_lesion_weight is None else non_hypo_lesion_weight
-        )
-        margin = None if keep_bright_vessels else (vessel_margin_hu or spec2.vessel_margin_hu)
-        # The registered threshold was chosen for the shipped network's probabilities; an external
-        # segmenter's are grown only when a run asks for it.
-        registered_grow = None if external_stage1 else spec1.grow_threshold
-        grow = registered_grow if stage1_grow_threshold is None else stage1_grow_threshold
-        return cls(
-            stage1,
-            stage2,
-            spec1,
-            spec2,
-            entries,
-            dev,
-            restrict_to_pancreas,
-            calibration,
-            mirror,
-            scales,
-            weight,
-            None if margin is None else check_margin(margin),
-            None if grow is None or grow == 0.5 else check_grow_threshold(grow),
-        )
+        return cls(stage1, stage2, spec1, spec2, entries, dev, calibration, resolved)
 
     def run(
         self,
@@ -169,8 +124,9 @@ class Cascade:
         s1_prob = self.stage1_probability(images, s1_grid, mask)
         component = largest_component(s1_prob >= 0.5)
         volume_ml = float(component.sum() * np.prod(s1_grid.GetSpacing()) / 1000.0)
-        if self.stage1_grow_threshold is not None:  # the check above stays on the confident core
-            component = grow_component(component, s1_prob, self.stage1_grow_threshold)
+        grow = self.settings.stage1_grow_threshold
+        if grow is not None:  # the check above stays on the confident core
+            component = grow_component(component, s1_prob, grow)
         timings["stage1"] = time.perf_counter() - start
         progress("stage1", 1.0, f"pancreas {volume_ml:.0f} mL")
         empty = sitk.Image(reference.GetSize(), sitk.sitkUInt8)
@@ -202,7 +158,13 @@ class Cascade:
         network_input = normalise_hu(roi_hu)
         network_input[~mask] = 0.0
         probs, classifier = predict_stage2(
-            self.stage2, network_input, prior, mask, self.spec2.patch, self.device, mirror=self.mirror
+            self.stage2,
+            network_input,
+            prior,
+            mask,
+            self.spec2.patch,
+            self.device,
+            mirror=self.settings.mirror,
         )
         timings["stage2"] = time.perf_counter() - start
         progress("stage2", 1.0, f"PDAC classifier {classifier:.2f}")
@@ -219,16 +181,24 @@ class Cascade:
         # calibration cases, 0.601 -> 0.578; model card).
         gland = label_roi > 0
         restrict = None
-        if self.restrict_to_pancreas:
+        if self.settings.restrict_to_pancreas:
             restrict = dilate_mm(largest_component(gland), roi.GetSpacing()[::-1], RESTRICT_MARGIN_MM)
         vessels = None
-        if self.vessel_margin_hu is not None and mask[phase_channel(Phase.VENOUS)]:
+        margin = self.settings.vessel_margin_hu
+        if margin is not None and mask[phase_channel(Phase.VENOUS)]:
             venous = roi_hu[phase_channel(Phase.VENOUS)]
-            vessels = bright_vessels(venous, label_roi == 1, roi.GetSpacing()[::-1], self.vessel_margin_hu)
+            vessels = bright_vessels(venous, label_roi == 1, roi.GetSpacing()[::-1], margin)
             move_to_background(probs, vessels.mask)
         lesions, detection, regions = extract_lesions(probs[2], roi, restrict=restrict)
         lesions, detection = weigh_by_attenuation(
-            lesions, regions, detection, roi_hu, mask, gland, self.non_hypo_lesion_weight
+            lesions,
+            regions,
+            detection,
+            roi_hu,
+            mask,
+            gland,
+            self.settings.non_hypo_lesion_weight,
+            self.settings.attenuation_ramp_hu,
         )
         labels = roi_to_reference(probs, roi, reference, restrict)
         detection_ref = paste_roi(array_to_grid(detection.astype(np.float32), roi), reference)
@@ -272,7 +242,7 @@ class Cascade:
         predict = getattr(self.stage1, "predict_probability", None)
         if predict is not None:  # an external segmenter (nnU-Net, TotalSegmentator)
             return predict(self._stage1_input(images, grid), mask, grid)
-        scales = self.stage1_scales if scales is None else tuple(scales)
+        scales = self.settings.stage1_scales if scales is None else tuple(scales)
         total = np.zeros(grid.GetSize()[::-1], np.float32)
         for scale in scales:
             if scale == 1.0:
@@ -321,13 +291,6 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
         return np.zeros(mask.shape, bool)
     sizes = ndi.sum_labels(np.ones(mask.shape), labels, index=np.arange(1, count + 1))
     return labels == (int(np.argmax(sizes)) + 1)
-
-
-def check_grow_threshold(threshold: float) -> float:
-    """A growing threshold is a probability in (0, 0.5]; returns it."""
-    if not 0.0 < threshold <= 0.5:
-        raise ValueError(f"stage 1's growing threshold must lie in (0, 0.5], got {threshold}")
-    return float(threshold)
 
 
 def grow_component(core: np.ndarray, probability: np.ndarray, threshold: float) -> np.ndarray:

@@ -17,7 +17,8 @@ class StageSpec:
     test-time magnifications whose probabilities inference averages (chosen on validation cases
     after training; 1.0 alone for a model run once on the scan as it is), and for stage 2 the share
     of its confidence that a lesion darker than the gland in neither the arterial nor the venous
-    phase keeps (`cascade.attenuation`; 1.0: not weighed) and the margin in HU above the gland's venous median
+    phase keeps (`cascade.attenuation`; 1.0: not weighed) and the half-width in HU of the grade
+    between clearly darker and clearly not (0: a hard cut at the gland's attenuation), and the margin in HU above the gland's venous median
     beyond which bright tissue that continues outside the gland is vessel, not gland
     (`cascade.vessels`; None: not applied), and for stage 1 the probability down to which its largest
     component at 0.5 is grown into connected voxels before the stage-2 box and prior are taken
@@ -31,6 +32,7 @@ class StageSpec:
     non_hypo_lesion_weight: float = 1.0
     vessel_margin_hu: float | None = None
     grow_threshold: float | None = None
+    attenuation_ramp_hu: float = 0.0
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -45,6 +47,7 @@ class StageSpec:
             float(data.get("non_hypo_lesion_weight", 1.0)),
             None if data.get("vessel_margin_hu") is None else float(data["vessel_margin_hu"]),
             None if data.get("grow_threshold") is None else float(data["grow_threshold"]),
+            float(data.get("attenuation_ramp_hu", 0.0)),
         )
 
 

@@ -43,6 +43,11 @@ class CalibrationCase:
     stage2_sha256: str | None  # the weights' identity; a version string can be renamed
     phases: str  # phase_key of the phases the case was segmented with
     non_hypo_lesion_weight: float  # how lesions darker in neither arterial nor venous were weighed (1: not)
+    attenuation_ramp_hu: float  # over how many HU that weight was graded (0: a hard cut)
+
+    @property
+    def weighting(self) -> tuple[float, float]:
+        return self.non_hypo_lesion_weight, self.attenuation_ramp_hu
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -87,7 +92,10 @@ def read_cases(pred_root: Path, gt_root: Path) -> list[CalibrationCase]:
         phases = phase_key(report["phases"])
         weight = report.get("non_hypo_lesion_weight")
         weight = 1.0 if weight is None else float(weight)  # reports before 1.2 did not weigh lesions
-        cases.append(CalibrationCase(name, float(head), float(strongest), has_tumour, sha256, phases, weight))
+        ramp = float(report.get("attenuation_ramp_hu") or 0.0)  # before 1.4: a hard cut
+        cases.append(
+            CalibrationCase(name, float(head), float(strongest), has_tumour, sha256, phases, weight, ramp)
+        )
     return cases
 
 
@@ -97,12 +105,13 @@ def run(args: argparse.Namespace) -> int:
     from PancreasAILib.models.registry import get_entry, set_calibration
 
     cases = [case for root in args.pred for case in read_cases(root, args.gt)]
-    weights = sorted({case.non_hypo_lesion_weight for case in cases})
-    if len(weights) > 1:
+    weightings = sorted({case.weighting for case in cases})
+    if len(weightings) > 1:
+        made = ", ".join(f"{w:g} over ±{r:g} HU" for w, r in weightings)
         raise InputError(
-            f"The predictions were segmented with different lesion weightings ({', '.join(map(str, weights))}); "
+            f"The predictions were segmented with different lesion weightings ({made}); "
             "a calibration holds for one.",
-            "Segment every folder with the same --non-hypo-weight, then calibrate.",
+            "Segment every folder with the same --non-hypo-weight and --attenuation-ramp, then calibrate.",
         )
     groups: dict[str, list[CalibrationCase]] = {}
     for case in cases:
@@ -130,24 +139,32 @@ def run(args: argparse.Namespace) -> int:
                 f"{STAGE2_MODEL} {entry.version} is {entry.sha256[:12]}….",
                 "Segment the cases again with the registered weights, then calibrate.",
             )
-        weight = weights[0] if weights else 1.0
-        registered_weight = float(entry.input_spec.get("non_hypo_lesion_weight", 1.0))
+        weight, ramp = weightings[0] if weightings else (1.0, 0.0)
+        registered = (
+            float(entry.input_spec.get("non_hypo_lesion_weight", 1.0)),
+            float(entry.input_spec.get("attenuation_ramp_hu", 0.0)),
+        )
         earlier = PhaseCalibrations.from_dict(entry.calibration) or PhaseCalibrations()
-        if weight != registered_weight:  # earlier fits hold for the old weighting only
+        if (weight, ramp) != registered:  # earlier fits hold for the old weighting only
             dropped, earlier = sorted(earlier.by_phases), PhaseCalibrations()
         else:
             dropped = []
         stored = earlier.merged(calibrations)
-        set_calibration(STAGE2_MODEL, stored.to_dict(), input_spec={"non_hypo_lesion_weight": weight})
+        set_calibration(
+            STAGE2_MODEL,
+            stored.to_dict(),
+            input_spec={"non_hypo_lesion_weight": weight, "attenuation_ramp_hu": ramp},
+        )
         kept = sorted(set(earlier.by_phases) - set(fits))
         print(
             f"stored in the manifest entry of {STAGE2_MODEL} {entry.version}: {', '.join(fits)}"
             + (f" (kept the earlier fits of {', '.join(kept)})" if kept else "")
             + f"; lesions darker than the gland in neither the arterial nor the venous phase keep "
-            f"{weight:g} of their confidence"
+            f"{weight:g} of their confidence, graded over ±{ramp:g} HU"
             + (
-                f" (was {registered_weight:g}: dropped the earlier fits of {', '.join(dropped)})"
-                if weight != registered_weight
+                f" (was {registered[0]:g} over ±{registered[1]:g} HU: dropped the earlier fits of "
+                f"{', '.join(dropped)})"
+                if (weight, ramp) != registered
                 else ""
             )
         )

@@ -10,7 +10,8 @@ from pathlib import Path
 from PancreasAILib.atomic import check_output_dir
 from PancreasAILib.case import build_phase_set
 from PancreasAILib.cli.common import add_progress_option, make_progress
-from PancreasAILib.cli.segment import add_model_options, load_models, summarise
+from PancreasAILib.cli.model_options import add_model_options, load_models
+from PancreasAILib.cli.segment import summarise
 from PancreasAILib.pipeline import PipelineOptions, run_case
 from PancreasAILib.synthesis import SynthesisConfig, procedural_anatomy, synthesize_case
 from PancreasAILib.synthesis.dataset import write_case_dicom

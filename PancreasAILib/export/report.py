@@ -24,7 +24,7 @@ from typing import Any, Literal, Union
 from PancreasAILib import __version__
 from PancreasAILib.export.grid import GeometryInfo
 
-REPORT_SCHEMA_VERSION = "1.3"
+REPORT_SCHEMA_VERSION = "1.4"
 SegmentationStatus = Literal["done", "not_run", "no_pancreas"]
 _UID_PATTERN = re.compile(r"\b[0-2](\.(0|[1-9]\d*)){4,}\b")  # e.g. 1.2.840.113619.2.55 (DICOM UID shape)
 
@@ -134,6 +134,10 @@ class Report:
     non_hypo_lesion_weight: float | None = field(default=None, metadata=_since(2))
     # 1.3: the bright-vessel step (None: not run, e.g. no venous phase or switched off)
     vessel_exclusion: VesselExclusionInfo | None = field(default=None, metadata=_since(3))
+    # 1.4: the half-width (HU) over which that weight is graded (0: a hard cut at the gland's
+    # attenuation), and the probability down to which stage 1's gland was grown (None: not grown)
+    attenuation_ramp_hu: float | None = field(default=None, metadata=_since(4))
+    stage1_grow_threshold: float | None = field(default=None, metadata=_since(4))
     heatmap: HeatmapInfo = field(default_factory=HeatmapInfo)
     timings_s: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)

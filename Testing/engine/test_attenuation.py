@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
-from PancreasAILib.cascade.attenuation import gland_medians, weigh_by_attenuation
+from PancreasAILib.cascade.attenuation import confidence_factor, gland_medians, weigh_by_attenuation
 from PancreasAILib.cascade.lesions import LesionCandidate
 from PancreasAILib.export.report import Report
 
@@ -95,6 +97,42 @@ def test_a_weight_outside_zero_to_one_is_refused():
     lesions, regions, detection, hu, gland = _gland_with_two_lesions()
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         weigh_by_attenuation(lesions, regions, detection, hu, ALL, gland, 1.5)
+
+
+def test_the_graded_weight_runs_from_one_to_the_weight_across_the_glands_attenuation():
+    def factor(venous_hu: float, ramp: float = 5.0) -> float:
+        return confidence_factor({"venous": venous_hu}, 0.5, ramp)
+
+    assert factor(-5.0) == factor(-40.0) == 1.0  # clearly darker: all of its confidence
+    assert factor(5.0) == factor(40.0) == 0.5  # clearly not: the weight
+    assert factor(0.0) == pytest.approx(0.75)
+    steps = [factor(hu) for hu in np.linspace(-10, 10, 81)]
+    assert all(a >= b for a, b in itertools.pairwise(steps))  # never rises with brightness
+    # why it is graded: 1 HU either side of the gland moves the weight a little, not by half
+    assert factor(-1.0) - factor(1.0) == pytest.approx(0.1)
+    assert confidence_factor({"venous": -1.0}, 0.5, 0.0) - confidence_factor({"venous": 1.0}, 0.5, 0.0) == 0.5
+    # the darker of the arterial and venous phases counts; the delayed phase and no evidence do not
+    assert confidence_factor({"arterial": -20.0, "venous": 8.0}, 0.5, 5.0) == 1.0
+    assert confidence_factor({"delayed": 30.0}, 0.5, 5.0) == confidence_factor(None, 0.5, 5.0) == 1.0
+
+
+def test_lesions_are_weighed_by_the_grade_of_their_measured_contrast():
+    lesions, regions, detection, hu, gland = _gland_with_two_lesions()
+    hu[1][regions == 2] -= 6.0  # lesion 2: about 2 HU above the gland in the venous phase, near-iso
+    weighed, new_detection = weigh_by_attenuation(lesions, regions, detection, hu, VENOUS, gland, 0.5, 10.0)
+    by_network = {lesion.network_confidence: lesion for lesion in weighed}
+    near_iso, bright = by_network[0.7], by_network[0.9]
+    assert 0.0 < near_iso.attenuation_hu["venous"] < 5.0 < bright.attenuation_hu["venous"]
+    for lesion in weighed:  # each keeps the share its own measured contrast gives, on its voxels too
+        share = 0.5 + 0.5 * float(np.clip((10.0 - lesion.attenuation_hu["venous"]) / 20.0, 0.0, 1.0))
+        assert lesion.confidence == pytest.approx(lesion.network_confidence * share, abs=1e-4)
+        assert new_detection[regions == (2 if lesion is near_iso else 1)].max() == np.float32(
+            lesion.confidence
+        )
+    assert bright.confidence == 0.45  # more than 10 HU brighter: the weight alone
+    assert 0.5 < near_iso.confidence / 0.7 < 0.75  # near-iso: between
+    with pytest.raises(ValueError, match=">= 0 HU"):
+        weigh_by_attenuation(lesions, regions, detection, hu, VENOUS, gland, 0.5, -1.0)
 
 
 def test_reports_carry_the_attenuation_and_older_reports_still_read():

@@ -17,6 +17,7 @@ from PancreasAILib.cascade.calibration import (
 )
 from PancreasAILib.cascade.lesions import LesionCandidate, pdac_likelihood
 from PancreasAILib.cascade.runner import Cascade
+from PancreasAILib.cascade.settings import CascadeSettings
 from PancreasAILib.cli.main import main
 from PancreasAILib.errors import ExitCode
 from PancreasAILib.models.registry import get_entry
@@ -66,6 +67,7 @@ def _fake_predictions(
     shift=0.0,
     seed=1,
     weight: float | None = None,
+    ramp: float | None = None,
 ):
     """Segment-batch style reports plus nnU-Net labels for 24 cases drawn like `_scores`.
 
@@ -87,6 +89,8 @@ def _fake_predictions(
         }
         if weight is not None:  # reports from schema 1.2 on say how lesions were weighed
             report["non_hypo_lesion_weight"] = weight
+        if ramp is not None:  # and from 1.4 on over how many HU it was graded
+            report["attenuation_ramp_hu"] = ramp
         (case / "report.json").write_text(json.dumps(report))
         label = np.zeros((4, 8, 8), np.uint8)
         label[1:3, 2:6, 2:6] = 1
@@ -174,17 +178,44 @@ def test_the_lesion_weighting_is_registered_with_the_fit_and_drops_fits_of_anoth
     monkeypatch.setenv("PANCREASAI_MODELS", str(models))
     delayed, gt = _fake_predictions(tmp_path, phases=("delayed",))  # unweighed (a report before 1.2)
     assert main(["calibrate", "--pred", str(delayed), "--gt", str(gt), "--register"]) == 0
-    assert Cascade.load("cpu").non_hypo_lesion_weight == 1.0
+    assert Cascade.load("cpu").settings.non_hypo_lesion_weight == 1.0
     capsys.readouterr()
 
     three, _ = _fake_predictions(tmp_path, weight=0.5)
     assert main(["calibrate", "--pred", str(three), "--gt", str(gt), "--register"]) == 0
     assert "dropped the earlier fits of delayed" in capsys.readouterr().out
     cascade = Cascade.load("cpu")
-    assert cascade.non_hypo_lesion_weight == 0.5 and set(cascade.calibration.by_phases) == {ALL_PHASES}
+    assert cascade.settings.non_hypo_lesion_weight == 0.5 and set(cascade.calibration.by_phases) == {
+        ALL_PHASES
+    }
     assert get_entry("stage2_tumour").input_spec["non_hypo_lesion_weight"] == 0.5
-    assert Cascade.load("cpu", non_hypo_lesion_weight=1.0).non_hypo_lesion_weight == 1.0  # a run may override
+    assert (
+        Cascade.load(
+            "cpu", settings=CascadeSettings(non_hypo_lesion_weight=1.0)
+        ).settings.non_hypo_lesion_weight
+        == 1.0
+    )  # a run may override
 
     venous, _ = _fake_predictions(tmp_path, phases=("venous",), weight=1.0)
     assert main(["calibrate", "--pred", str(three), str(venous), "--gt", str(gt)]) == ExitCode.BAD_INPUT
     assert "different lesion weightings" in capsys.readouterr().err
+
+
+def test_the_graded_weighting_is_registered_with_the_fit(tmp_path, monkeypatch, capsys):
+    models = make_tiny_models(tmp_path / "models")
+    monkeypatch.setenv("PANCREASAI_MODELS", str(models))
+    hard, gt = _fake_predictions(tmp_path, weight=0.5)
+    assert main(["calibrate", "--pred", str(hard), "--gt", str(gt), "--register"]) == 0
+    assert Cascade.load("cpu").settings.attenuation_ramp_hu == 0.0  # a hard cut
+    capsys.readouterr()
+    graded, _ = _fake_predictions(tmp_path, phases=("venous",), weight=0.5, ramp=5.0)
+    assert main(["calibrate", "--pred", str(graded), "--gt", str(gt), "--register"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "graded over ±5 HU (was 0.5 over ±0 HU: dropped the earlier fits of arterial+venous+delayed)" in out
+    )
+    cascade = Cascade.load("cpu")
+    assert (cascade.settings.non_hypo_lesion_weight, cascade.settings.attenuation_ramp_hu) == (0.5, 5.0)
+    assert set(cascade.calibration.by_phases) == {"venous"}
+    assert main(["calibrate", "--pred", str(hard), str(graded), "--gt", str(gt)]) == ExitCode.BAD_INPUT
+    assert "0.5 over ±0 HU, 0.5 over ±5 HU" in capsys.readouterr().err

@@ -117,6 +117,41 @@ def test_a_run_with_another_lesion_weighting_records_it_and_says_the_likelihood_
     )
 
 
+def test_a_graded_weighting_is_applied_and_recorded_with_the_growing_threshold(
+    small_case, tmp_path, monkeypatch
+):
+    from PancreasAILib.cascade.attenuation import confidence_factor
+    from PancreasAILib.cascade.calibration import ALL_PHASES, LikelihoodCalibration, PhaseCalibrations
+    from PancreasAILib.models.registry import read_manifest, set_calibration, write_manifest
+
+    root = make_tiny_models(tmp_path / "models")
+    monkeypatch.setenv("PANCREASAI_MODELS", str(root))
+    entries = read_manifest(root)
+    entries["stage1_pancreas"].input_spec["grow_threshold"] = 0.2
+    write_manifest(entries, root)
+    fits = PhaseCalibrations({ALL_PHASES: LikelihoodCalibration(1.0, 1.0, 0.0, 20)})
+    graded = {"non_hypo_lesion_weight": 0.5, "attenuation_ramp_hu": 5.0}
+    set_calibration("stage2_tumour", fits.to_dict(), input_spec=graded)
+    assert _segment(small_case, tmp_path / "g", "--attenuation-ramp", "20") == 0
+    report = json.loads((tmp_path / "g" / "report.json").read_text())
+    assert (report["non_hypo_lesion_weight"], report["attenuation_ramp_hu"]) == (0.5, 20.0)
+    assert report["stage1_grow_threshold"] == 0.2
+    assert report["lesions"], "the small case has a tumour"
+    for lesion in report["lesions"]:
+        share = confidence_factor(lesion["attenuation_hu"], 0.5, 20.0)
+        assert lesion["confidence"] == pytest.approx(share * lesion["network_confidence"], abs=1e-4)
+    assert any(
+        "weighed by 0.5 graded over ±5 HU, this run used 0.5 graded over ±20 HU" in n for n in report["notes"]
+    )
+
+
+def test_a_negative_attenuation_grade_is_refused(small_case, tiny_models, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _segment(small_case, tmp_path / "w", "--attenuation-ramp", "-2")
+    assert exit_info.value.code == 2 and "not a number of HU >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+
+
 def test_a_lesion_weight_outside_zero_to_one_is_refused(small_case, tiny_models, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         _segment(small_case, tmp_path / "w", "--non-hypo-weight", "1.5")
@@ -296,3 +331,44 @@ def test_a_second_run_reuses_the_registrations_of_the_alignment_cache(small_case
         for n in ("first", "second")
     ]
     assert np.array_equal(*labels)
+
+
+def test_replaying_a_lesion_weighting_on_saved_outputs_matches_running_it(small_case, tiny_models, tmp_path):
+    """benchmarks/reweigh_lesions.py tries a weighting without the networks; it must give what a run gives."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "reweigh_lesions.py"
+    spec = importlib.util.spec_from_file_location("reweigh_lesions", script)
+    reweigh = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reweigh)
+    # a grade wide enough to reach the tiny networks' lesions (tens of HU from the gland); one
+    # registration for both runs (multi-threaded registration differs in its last digits)
+    weighting = ("--non-hypo-weight", "0.5", "--alignment-cache", str(tmp_path / "alignments"))
+    assert _segment(small_case, tmp_path / "runs" / "hard", *weighting, "--attenuation-ramp", "0") == 0
+    assert _segment(small_case, tmp_path / "graded", *weighting, "--attenuation-ramp", "100") == 0
+    assert (
+        reweigh.main(["--pred", str(tmp_path / "runs"), "--out", str(tmp_path / "replayed"), "--ramp", "100"])
+        == 0
+    )
+
+    ran = json.loads((tmp_path / "graded" / "report.json").read_text())
+    replayed = json.loads((tmp_path / "replayed" / "hard" / "report.json").read_text())
+    hard = json.loads((tmp_path / "runs" / "hard" / "report.json").read_text())
+    fields = ("id", "confidence", "network_confidence", "centroid_mm")
+    assert [[lesion[f] for f in fields] for lesion in replayed["lesions"]] == [
+        [lesion[f] for f in fields] for lesion in ran["lesions"]
+    ]
+    assert [lesion["confidence"] for lesion in hard["lesions"]] != [
+        lesion["confidence"] for lesion in ran["lesions"]
+    ]
+    assert replayed["attenuation_ramp_hu"] == 100.0
+    # the report keeps the head to 4 decimals, so the replayed likelihood may differ in the last one
+    assert replayed["pdac_likelihood"] == pytest.approx(ran["pdac_likelihood"], abs=1.5e-4)
+
+    def detection(folder: Path) -> np.ndarray:
+        return sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "detection_map.nii.gz")))
+
+    assert np.array_equal(detection(tmp_path / "replayed" / "hard"), detection(tmp_path / "graded"))
+    assert (tmp_path / "replayed" / "hard" / "labels.nii.gz").resolve() == (
+        tmp_path / "runs" / "hard" / "labels.nii.gz"
+    ).resolve()  # the label map is linked, never rewritten

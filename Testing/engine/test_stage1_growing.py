@@ -9,7 +9,8 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from PancreasAILib.cascade.runner import Cascade, check_grow_threshold, grow_component
+from PancreasAILib.cascade.runner import Cascade, grow_component
+from PancreasAILib.cascade.settings import CascadeSettings, check_grow_threshold
 from PancreasAILib.cascade.spec import StageSpec
 from PancreasAILib.phases import Phase
 
@@ -33,7 +34,7 @@ def test_a_growing_threshold_must_be_a_probability_up_to_one_half():
     for bad in (0.0, -0.1, 0.6):
         with pytest.raises(ValueError, match=r"\(0, 0.5\]"):
             check_grow_threshold(bad)
-    from PancreasAILib.cli.segment import _grow_threshold
+    from PancreasAILib.cli.model_options import _grow_threshold
 
     with pytest.raises(argparse.ArgumentTypeError):
         _grow_threshold("0.7")
@@ -78,13 +79,19 @@ def test_the_tumour_network_box_reaches_the_weak_tail_only_when_grown(tmp_path, 
     scan, tail_end, apart = _scan_with_a_weak_tail()
     boxes = {}
     for grow in (0.5, 0.15):
-        cascade = Cascade.load("cpu", stage1=SureAndUnsure(), mirror=False, stage1_grow_threshold=grow)
+        cascade = Cascade.load(
+            "cpu", stage1=SureAndUnsure(), settings=CascadeSettings(mirror=False, stage1_grow_threshold=grow)
+        )
         result = cascade.run({Phase.VENOUS: scan}, scan)
         assert result.pancreas_found
         boxes[grow] = result.roi_grid
     assert not _inside(boxes[0.5], tail_end)
     assert _inside(boxes[0.15], tail_end)
     assert not _inside(boxes[0.15], apart)  # weak tissue apart from the gland stays out
+
+
+def grown_at(settings: CascadeSettings, stage1=None) -> float | None:
+    return Cascade.load("cpu", stage1=stage1, settings=settings).settings.stage1_grow_threshold
 
 
 def test_the_registered_threshold_is_used_unless_a_run_overrides_it(tmp_path, monkeypatch):
@@ -94,13 +101,13 @@ def test_the_registered_threshold_is_used_unless_a_run_overrides_it(tmp_path, mo
 
     root = make_tiny_models(tmp_path / "models")
     monkeypatch.setenv("PANCREASAI_MODELS", str(root))
-    assert Cascade.load("cpu").stage1_grow_threshold is None  # none registered: not grown
+    assert Cascade.load("cpu").settings.stage1_grow_threshold is None  # none registered: not grown
     entries = read_manifest(root)
     entries["stage1_pancreas"].input_spec["grow_threshold"] = 0.2
     write_manifest(entries, root)
-    assert Cascade.load("cpu").stage1_grow_threshold == 0.2
-    assert Cascade.load("cpu", stage1_grow_threshold=0.5).stage1_grow_threshold is None  # 0.5: off
-    assert Cascade.load("cpu", stage1_grow_threshold=0.3).stage1_grow_threshold == 0.3
+    assert Cascade.load("cpu").settings.stage1_grow_threshold == 0.2
+    assert grown_at(CascadeSettings(stage1_grow_threshold=0.5)) is None  # 0.5: off
+    assert grown_at(CascadeSettings(stage1_grow_threshold=0.3)) == 0.3
 
 
 def test_an_external_stage1_is_grown_only_when_a_run_asks(tmp_path, monkeypatch):
@@ -113,5 +120,5 @@ def test_an_external_stage1_is_grown_only_when_a_run_asks(tmp_path, monkeypatch)
     entries = read_manifest(root)
     entries["stage1_pancreas"].input_spec["grow_threshold"] = 0.2
     write_manifest(entries, root)
-    assert Cascade.load("cpu", stage1=SureAndUnsure()).stage1_grow_threshold is None
-    assert Cascade.load("cpu", stage1=SureAndUnsure(), stage1_grow_threshold=0.3).stage1_grow_threshold == 0.3
+    assert grown_at(CascadeSettings(), SureAndUnsure()) is None
+    assert grown_at(CascadeSettings(stage1_grow_threshold=0.3), SureAndUnsure()) == 0.3

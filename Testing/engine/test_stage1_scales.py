@@ -9,6 +9,7 @@ import torch
 
 from PancreasAILib.cascade.grids import grid_for_box, image_box
 from PancreasAILib.cascade.runner import Cascade
+from PancreasAILib.cascade.settings import CascadeSettings, RunSettings
 from PancreasAILib.cascade.spec import STAGE1, STAGE2, StageSpec
 from PancreasAILib.phases import Phase
 
@@ -35,7 +36,8 @@ def _scan() -> sitk.Image:
 
 
 def _cascade(scales: tuple[float, ...]) -> Cascade:
-    return Cascade(BrightTissue(), None, STAGE1, STAGE2, [], torch.device("cpu"), stage1_scales=scales)
+    settings = RunSettings(stage1_scales=scales)
+    return Cascade(BrightTissue(), None, STAGE1, STAGE2, [], torch.device("cpu"), settings=settings)
 
 
 def test_magnified_stage1_runs_come_back_onto_the_gland():
@@ -64,6 +66,9 @@ def test_a_scale_that_is_not_a_magnification_is_refused(tmp_path, monkeypatch):
     from model_fixtures import make_tiny_models
 
     monkeypatch.setenv("PANCREASAI_MODELS", str(make_tiny_models(tmp_path / "models")))
-    assert Cascade.load("cpu", stage1_scales=(1.0, 1.3)).stage1_scales == (1.0, 1.3)
+    assert Cascade.load("cpu", settings=CascadeSettings(stage1_scales=(1.0, 1.3))).settings.stage1_scales == (
+        1.0,
+        1.3,
+    )
     with pytest.raises(ValueError, match="positive magnifications"):
-        Cascade.load("cpu", stage1_scales=(1.0, 0.0))
+        Cascade.load("cpu", settings=CascadeSettings(stage1_scales=(1.0, 0.0)))
