@@ -13,17 +13,18 @@ from dataclasses import asdict, dataclass
 
 @dataclass(frozen=True)
 class StageSpec:
-    """Spacing (x, y, z mm), training/inference patch (z, y, x voxels), ROI margins (x, y, z mm), the
-    test-time magnifications whose probabilities inference averages (chosen on validation cases
-    after training; 1.0 alone for a model run once on the scan as it is), and for stage 2 the share
-    of its confidence that a lesion darker than the gland in neither the arterial nor the venous
-    phase keeps (`cascade.attenuation`; 1.0: not weighed) and the half-width in HU of the grade
-    between clearly darker and clearly not (0: a hard cut at the gland's attenuation), and the margin in HU above the gland's venous median
-    beyond which bright tissue that continues outside the gland is vessel, not gland
-    (`cascade.vessels`; None: not applied), and for stage 1 the probability down to which its largest
-    component at 0.5 is grown into connected voxels before the stage-2 box and prior are taken
-    (`cascade.runner.grow_component`; None: not grown). These are release choices (the likelihood calibration
-    is fitted with them), so they are stored with the weights."""
+    """What a stage expects and the release's choices for it, stored with its weights.
+
+    Both stages: spacing (x, y, z mm), training/inference patch (z, y, x voxels), ROI margins
+    (x, y, z mm), the test-time magnifications whose probabilities inference averages (1.0 alone:
+    the scan as it is). Stage 1: the probability down to which its largest component at 0.5 is
+    grown before the stage-2 box and prior are taken (`cascade.runner.grow_component`; None: not
+    grown). Stage 2: the share of its confidence a lesion darker than the gland in neither the
+    arterial nor the venous phase keeps (1.0: not weighed) and the half-width in HU over which that
+    share is graded (0: a hard cut at the gland's attenuation; `cascade.attenuation`), and the margin
+    in HU above the gland's venous median beyond which bright tissue continuing outside the gland is
+    vessel (`cascade.vessels`; None: not applied). The likelihood calibration is fitted with these
+    choices, so a run that departs from them says so (`cascade.settings`)."""
 
     spacing: tuple[float, float, float]
     patch: tuple[int, int, int]
