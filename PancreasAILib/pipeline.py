@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from PancreasAILib.cascade.attenuation import effective_weighting
 from PancreasAILib.cascade.calibration import phase_key
 from PancreasAILib.cascade.grids import array_to_grid
 from PancreasAILib.cascade.runner import Cascade, CascadeResult, paste_roi
@@ -206,6 +207,7 @@ def _likelihood_method(result: CascadeResult, models: EngineModels) -> str:
 
 
 def _weighting(weight: float, ramp_hu: float) -> str:
+    weight, ramp_hu = effective_weighting(weight, ramp_hu)
     return f"{weight:g}" if ramp_hu == 0 else f"{weight:g} graded over ±{ramp_hu:g} HU"
 
 

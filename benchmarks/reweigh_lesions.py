@@ -27,21 +27,24 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from PancreasAILib.cascade.attenuation import check_weight, confidence_factor
+from PancreasAILib.cascade.attenuation import check_ramp, confidence_factor
 from PancreasAILib.cascade.calibration import PhaseCalibrations, uncalibrated_likelihood
 from PancreasAILib.cascade.runner import STAGE2_MODEL
+from PancreasAILib.export.report import REPORT_SCHEMA_VERSION
 from PancreasAILib.models.registry import get_entry
 
 MATCH_TOLERANCE = 5e-5  # detection maps hold confidences rounded to 4 decimals, as float32
 
 
-def reweighed_lesions(lesions: list[dict], weight: float, ramp_hu: float) -> list[dict]:
+def reweighed_lesions(lesions: list[dict], weight: float, ramp_hu: float, case: str) -> list[dict]:
     """The report's lesions with confidences from `confidence_factor`, strongest first, renumbered."""
     out = []
     for lesion in lesions:
         network = lesion.get("network_confidence")
         if network is None:  # never weighed (a report before 1.2): nothing to replay from
-            raise SystemExit("a lesion has no network_confidence: segment again with this version")
+            raise SystemExit(
+                f"{case}: a lesion has no network_confidence; segment it again with this version"
+            )
         factor = confidence_factor(lesion.get("attenuation_hu"), weight, ramp_hu)
         out.append({**lesion, "confidence": round(network * factor, 4), "_old": lesion["confidence"]})
     out.sort(key=lambda lesion: -lesion["confidence"])
@@ -53,6 +56,10 @@ def remap_detection(detection: np.ndarray, lesions: list[dict], case: str) -> np
     targets: dict[float, float] = {}
     for lesion in lesions:
         old, new = lesion["_old"], lesion["confidence"]
+        if old < MATCH_TOLERANCE:  # its voxels cannot be told from the background
+            raise SystemExit(
+                f"{case}: a lesion was saved with confidence 0 (weight 0?); it cannot be replayed"
+            )
         if targets.get(old, new) != new:
             raise SystemExit(f"{case}: two lesions share confidence {old} but not their new ones")
         targets[old] = new
@@ -62,7 +69,8 @@ def remap_detection(detection: np.ndarray, lesions: list[dict], case: str) -> np
     return out
 
 
-def replay_case(case_dir: Path, out_dir: Path, calibrations: PhaseCalibrations | None, args) -> None:
+def replay_case(case_dir: Path, out_dir: Path, calibrations: PhaseCalibrations | None, args) -> float | None:
+    """Writes the replayed copy of one case; returns its new likelihood (None: not segmented)."""
     report = json.loads((case_dir / "report.json").read_text())
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in report.get("outputs", []):
@@ -72,8 +80,15 @@ def replay_case(case_dir: Path, out_dir: Path, calibrations: PhaseCalibrations |
         link.unlink(missing_ok=True)
         link.symlink_to((case_dir / name).resolve())
     if report.get("segmentation_status") == "done":
-        weight = check_weight(args.weight if args.weight is not None else report["non_hypo_lesion_weight"])
-        lesions = reweighed_lesions(report["lesions"], weight, args.ramp)
+        for needed in ("non_hypo_lesion_weight", "pdac_classifier_probability"):
+            if report.get(needed) is None and not (
+                needed == "non_hypo_lesion_weight" and args.weight is not None
+            ):
+                raise SystemExit(
+                    f"{case_dir}: report.json has no {needed} (schema before 1.2); segment it again"
+                )
+        weight = args.weight if args.weight is not None else report["non_hypo_lesion_weight"]
+        lesions = reweighed_lesions(report["lesions"], weight, args.ramp, case_dir.name)
         image = sitk.ReadImage(str(case_dir / "detection_map.nii.gz"))
         detection = remap_detection(sitk.GetArrayFromImage(image), lesions, case_dir.name)
         remapped = sitk.GetImageFromArray(detection.astype(np.float32))
@@ -84,12 +99,34 @@ def replay_case(case_dir: Path, out_dir: Path, calibrations: PhaseCalibrations |
         fit, _ = calibrations.select(report["phases"]) if calibrations else (None, None)
         likelihood = fit(head, strongest) if fit else uncalibrated_likelihood(head, strongest)
         report.update(
+            schema_version=REPORT_SCHEMA_VERSION,
             lesions=[{k: v for k, v in lesion.items() if k != "_old"} for lesion in lesions],
             pdac_likelihood=round(likelihood, 4),
             non_hypo_lesion_weight=weight,
             attenuation_ramp_hu=args.ramp,
+            notes=[
+                *report.get("notes", []),
+                f"Replayed by benchmarks/reweigh_lesions.py: lesions weighed by {weight:g} graded over "
+                f"±{args.ramp:g} HU, likelihood recomputed with the registered calibration (notes above "
+                "describe the original run).",
+            ],
         )
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report.get("pdac_likelihood")
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a share in [0, 1]")
+    return value
+
+
+def _half_width(text: str) -> float:
+    try:
+        return check_ramp(float(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,27 +134,35 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--pred", type=Path, required=True, help="saved predictions (searched recursively)")
-    parser.add_argument("--out", type=Path, required=True, help="where the replayed copies go")
+    parser.add_argument("--out", type=Path, required=True, help="a new folder for the replayed copies")
     parser.add_argument(
-        "--ramp", type=float, required=True, help="half-width of the graded weight, HU (0: hard cut)"
+        "--ramp", type=_half_width, required=True, help="half-width of the graded weight, HU (0: hard cut)"
     )
     parser.add_argument(
-        "--weight", type=float, help="share a lesion brighter than the gland keeps (default: each report's)"
+        "--weight", type=_share, help="share a lesion brighter than the gland keeps (default: each report's)"
     )
     args = parser.parse_args(argv)
-    if args.ramp < 0:
-        parser.error("--ramp must be >= 0 HU")
-    if args.out.resolve() == args.pred.resolve():
-        parser.error("--out must differ from --pred (the saved predictions are kept)")
+    if args.out.exists():
+        parser.error(
+            f"{args.out} exists; give a new folder (the saved predictions and earlier replays are kept)"
+        )
     calibrations = PhaseCalibrations.from_dict(get_entry(STAGE2_MODEL).calibration)
+    partial = args.out.with_name(args.out.name + ".partial")  # renamed when every case is done
+    shutil.rmtree(partial, ignore_errors=True)
     reports = sorted(args.pred.rglob("report.json"))
+    likelihoods: dict[Path, float | None] = {}
     for report_file in reports:
         relative = report_file.parent.relative_to(args.pred)
-        replay_case(report_file.parent, args.out / relative, calibrations, args)
+        likelihoods[relative] = replay_case(report_file.parent, partial / relative, calibrations, args)
     for batch in args.pred.rglob("batch.json"):
-        target = args.out / batch.relative_to(args.pred)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(batch, target)
+        relative = batch.parent.relative_to(args.pred)
+        summary = json.loads(batch.read_text())
+        for name, entry in summary.get("cases", {}).items():
+            if relative / name in likelihoods:  # batch.json's likelihoods as replayed
+                entry["pdac_likelihood"] = likelihoods[relative / name]
+        (partial / relative).mkdir(parents=True, exist_ok=True)
+        (partial / relative / "batch.json").write_text(json.dumps(summary, indent=2) + "\n")
+    partial.rename(args.out)
     print(f"replayed {len(reports)} case(s) into {args.out}", file=sys.stderr)
     return 0
 

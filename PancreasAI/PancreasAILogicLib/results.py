@@ -124,11 +124,16 @@ def lesions_from_report(report: dict) -> list[Lesion]:
 
 
 def versus_gland_text(item: dict) -> str:
-    """'-22 arterial, +3 venous' (HU against the rest of the gland), marked when not darker anywhere."""
+    """'-22 arterial, +3 venous' (HU against the rest of the gland), marked when that ranked the
+    lesion lower: not darker anywhere, or darker by less than the grade the release weighs over."""
     attenuation = item.get("attenuation_hu") or {}
     text = ", ".join(f"{value:+.0f} {phase}" for phase, value in attenuation.items())
-    if attenuation and item.get("hypoattenuating") is False:
+    network = item.get("network_confidence")
+    weighed = network is None or float(item.get("confidence", network)) < float(network)
+    if attenuation and weighed and item.get("hypoattenuating") is False:
         text += " (not darker: ranked lower)"
+    elif attenuation and weighed and item.get("hypoattenuating") and network is not None:
+        text += " (barely darker: ranked lower)"
     return text
 
 

@@ -19,6 +19,7 @@ but real). Between clearly darker and clearly not, the share is graded over a fe
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -39,9 +40,15 @@ def check_weight(weight: float) -> float:
 
 def check_ramp(ramp_hu: float) -> float:
     """The grade's half-width is a non-negative number of HU; returns it."""
-    if not ramp_hu >= 0.0:
-        raise ValueError(f"the attenuation grade's half-width must be >= 0 HU, got {ramp_hu}")
+    if not (ramp_hu >= 0.0 and math.isfinite(ramp_hu)):
+        raise ValueError(f"the attenuation grade's half-width must be a finite number >= 0 HU, got {ramp_hu}")
     return float(ramp_hu)
+
+
+def effective_weighting(weight: float, ramp_hu: float) -> tuple[float, float]:
+    """The weighting as it acts on confidences: with weight 1 every grade keeps all of them, so the
+    grade is 0 (calibrations and notes compare weightings by this)."""
+    return (weight, ramp_hu) if weight < 1.0 else (1.0, 0.0)
 
 
 def gland_medians(

@@ -69,7 +69,7 @@ class CascadeSettings:
         grow = self.stage1_grow_threshold
         if grow is None:
             grow = None if external_stage1 else spec1.grow_threshold
-        margin = None if self.keep_bright_vessels else (self.vessel_margin_hu or spec2.vessel_margin_hu)
+        margin = None if self.keep_bright_vessels else _given(self.vessel_margin_hu, spec2.vessel_margin_hu)
         return RunSettings(
             restrict_to_pancreas=self.restrict_to_pancreas,
             mirror=self.mirror,
@@ -83,5 +83,5 @@ class CascadeSettings:
         )
 
 
-def _given(value: float | None, registered: float) -> float:
+def _given(value: float | None, registered: float | None) -> float | None:
     return registered if value is None else value

@@ -47,7 +47,9 @@ class CalibrationCase:
 
     @property
     def weighting(self) -> tuple[float, float]:
-        return self.non_hypo_lesion_weight, self.attenuation_ramp_hu
+        from PancreasAILib.cascade.attenuation import effective_weighting
+
+        return effective_weighting(self.non_hypo_lesion_weight, self.attenuation_ramp_hu)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -100,6 +102,7 @@ def read_cases(pred_root: Path, gt_root: Path) -> list[CalibrationCase]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from PancreasAILib.cascade.attenuation import effective_weighting
     from PancreasAILib.cascade.calibration import PhaseCalibrations, most_phases_first
     from PancreasAILib.cascade.runner import STAGE2_MODEL
     from PancreasAILib.models.registry import get_entry, set_calibration
@@ -140,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
                 "Segment the cases again with the registered weights, then calibrate.",
             )
         weight, ramp = weightings[0] if weightings else (1.0, 0.0)
-        registered = (
+        registered = effective_weighting(
             float(entry.input_spec.get("non_hypo_lesion_weight", 1.0)),
             float(entry.input_spec.get("attenuation_ramp_hu", 0.0)),
         )

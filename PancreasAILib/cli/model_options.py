@@ -5,6 +5,7 @@ with them: the device, the heatmap, and a run's overrides of the release's regis
 from __future__ import annotations
 
 import argparse
+import math
 
 from PancreasAILib.cascade.settings import CascadeSettings
 from PancreasAILib.pipeline import EngineModels
@@ -92,7 +93,7 @@ def _positive_hu(text: str) -> float:
 
 def _non_negative_hu(text: str) -> float:
     value = float(text)
-    if not value >= 0:
+    if not (value >= 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"{text} is not a number of HU >= 0")
     return value
 

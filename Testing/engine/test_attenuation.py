@@ -7,7 +7,12 @@ import itertools
 import numpy as np
 import pytest
 
-from PancreasAILib.cascade.attenuation import confidence_factor, gland_medians, weigh_by_attenuation
+from PancreasAILib.cascade.attenuation import (
+    confidence_factor,
+    effective_weighting,
+    gland_medians,
+    weigh_by_attenuation,
+)
 from PancreasAILib.cascade.lesions import LesionCandidate
 from PancreasAILib.export.report import Report
 
@@ -131,8 +136,15 @@ def test_lesions_are_weighed_by_the_grade_of_their_measured_contrast():
         )
     assert bright.confidence == 0.45  # more than 10 HU brighter: the weight alone
     assert 0.5 < near_iso.confidence / 0.7 < 0.75  # near-iso: between
-    with pytest.raises(ValueError, match=">= 0 HU"):
-        weigh_by_attenuation(lesions, regions, detection, hu, VENOUS, gland, 0.5, -1.0)
+    for bad in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="finite number >= 0 HU"):
+            weigh_by_attenuation(lesions, regions, detection, hu, VENOUS, gland, 0.5, bad)
+
+
+def test_with_weight_one_every_grade_is_the_same_weighting():
+    assert effective_weighting(1.0, 5.0) == effective_weighting(1.0, 0.0) == (1.0, 0.0)
+    assert effective_weighting(0.5, 5.0) == (0.5, 5.0)
+    assert confidence_factor({"venous": 3.0}, 1.0, 5.0) == confidence_factor({"venous": 3.0}, 1.0, 0.0) == 1.0
 
 
 def test_reports_carry_the_attenuation_and_older_reports_still_read():

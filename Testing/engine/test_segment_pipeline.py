@@ -372,3 +372,6 @@ def test_replaying_a_lesion_weighting_on_saved_outputs_matches_running_it(small_
     assert (tmp_path / "replayed" / "hard" / "labels.nii.gz").resolve() == (
         tmp_path / "runs" / "hard" / "labels.nii.gz"
     ).resolve()  # the label map is linked, never rewritten
+    with pytest.raises(SystemExit) as refused:  # an earlier replay is never overwritten
+        reweigh.main(["--pred", str(tmp_path / "runs"), "--out", str(tmp_path / "replayed"), "--ramp", "5"])
+    assert refused.value.code == 2

@@ -62,6 +62,13 @@ def test_the_margin_must_be_positive():
     for bad in (0.0, -10.0, float("nan")):
         with pytest.raises(ValueError, match="positive number of HU"):
             check_margin(bad)
+    # a run's override is checked too, not taken for "as registered"
+    from PancreasAILib.cascade.settings import CascadeSettings
+    from PancreasAILib.cascade.spec import STAGE1, STAGE2
+
+    assert CascadeSettings().resolve(STAGE1, STAGE2).vessel_margin_hu == STAGE2.vessel_margin_hu
+    with pytest.raises(ValueError, match="positive number of HU"):
+        CascadeSettings(vessel_margin_hu=0.0).resolve(STAGE1, STAGE2)
 
 
 def test_the_pancreas_probability_of_vessel_voxels_goes_to_background_and_tumour_is_untouched():

@@ -314,6 +314,21 @@ def test_the_lesion_text_says_how_it_compares_with_the_gland() -> None:
     assert versus_gland_text(brighter) == "+5 arterial, +3 venous (not darker: ranked lower)"
     assert versus_gland_text({"attenuation_hu": {"venous": -18.4}, "hypoattenuating": True}) == "-18 venous"
     assert versus_gland_text({"confidence": 0.9}) == ""  # a report from before schema 1.2
+    # graded weighting (schema 1.4): a lesion barely darker than the gland is weighed down too
+    barely = {
+        "attenuation_hu": {"venous": -2.0},
+        "hypoattenuating": True,
+        "confidence": 0.6,
+        "network_confidence": 0.8,
+    }
+    assert versus_gland_text(barely) == "-2 venous (barely darker: ranked lower)"
+    not_weighed = {
+        "attenuation_hu": {"venous": 4.0},
+        "hypoattenuating": False,
+        "confidence": 0.8,
+        "network_confidence": 0.8,
+    }
+    assert versus_gland_text(not_weighed) == "+4 venous"  # weight 1: nothing was ranked lower
 
 
 def test_the_notes_give_the_warnings_and_the_vein_left_out() -> None:
