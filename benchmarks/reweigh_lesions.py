@@ -27,9 +27,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from PancreasAILib.cascade.attenuation import check_ramp, confidence_factor
+from PancreasAILib.cascade.attenuation import confidence_factor
 from PancreasAILib.cascade.calibration import PhaseCalibrations, uncalibrated_likelihood
 from PancreasAILib.cascade.runner import STAGE2_MODEL
+from PancreasAILib.cli.model_options import ramp_arg, weight_arg
 from PancreasAILib.export.report import REPORT_SCHEMA_VERSION
 from PancreasAILib.models.registry import get_entry
 
@@ -115,20 +116,6 @@ def replay_case(case_dir: Path, out_dir: Path, calibrations: PhaseCalibrations |
     return report.get("pdac_likelihood")
 
 
-def _share(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not a share in [0, 1]")
-    return value
-
-
-def _half_width(text: str) -> float:
-    try:
-        return check_ramp(float(text))
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from err
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -136,10 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pred", type=Path, required=True, help="saved predictions (searched recursively)")
     parser.add_argument("--out", type=Path, required=True, help="a new folder for the replayed copies")
     parser.add_argument(
-        "--ramp", type=_half_width, required=True, help="half-width of the graded weight, HU (0: hard cut)"
+        "--ramp", type=ramp_arg, required=True, help="half-width of the graded weight, HU (0: hard cut)"
     )
     parser.add_argument(
-        "--weight", type=_share, help="share a lesion brighter than the gland keeps (default: each report's)"
+        "--weight",
+        type=weight_arg,
+        help="share a lesion brighter than the gland keeps (default: each report's)",
     )
     args = parser.parse_args(argv)
     if args.out.exists():

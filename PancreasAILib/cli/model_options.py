@@ -5,9 +5,11 @@ with them: the device, the heatmap, and a run's overrides of the release's regis
 from __future__ import annotations
 
 import argparse
-import math
+from collections.abc import Callable
 
-from PancreasAILib.cascade.settings import CascadeSettings
+from PancreasAILib.cascade.attenuation import check_ramp, check_weight
+from PancreasAILib.cascade.settings import CascadeSettings, check_grow_threshold
+from PancreasAILib.cascade.vessels import check_margin
 from PancreasAILib.pipeline import EngineModels
 
 
@@ -34,7 +36,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--non-hypo-weight",
-        type=_share,
+        type=weight_arg,
         metavar="W",
         help="share of its confidence that a lesion darker than the gland in neither the arterial nor the "
         "venous phase keeps, in [0, 1] "
@@ -43,7 +45,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--attenuation-ramp",
-        type=_non_negative_hu,
+        type=ramp_arg,
         metavar="HU",
         help="grade that weight over this many HU either side of the gland's attenuation: a lesion this "
         "much darker keeps all its confidence, one this much brighter keeps W, linear between; 0 = a hard "
@@ -51,7 +53,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--vessel-margin",
-        type=_positive_hu,
+        type=margin_arg,
         metavar="HU",
         help="tissue this much brighter than the gland in the venous phase, continuing outside it, is "
         "vein and is left out of the pancreas (default: the release's choice)",
@@ -63,7 +65,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--stage1-grow",
-        type=_grow_threshold,
+        type=grow_threshold_arg,
         metavar="P",
         help="grow stage 1's pancreas (probability >= 0.5) into the connected voxels with probability >= P "
         "before the tumour network's box is taken, in (0, 0.5]; 0.5 = no growing (default: the release's choice for "
@@ -77,32 +79,23 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _share(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not a share in [0, 1]")
-    return value
+def _checked(check: Callable[[float], float], complaint: str) -> Callable[[str], float]:
+    """An argparse type made from the engine's own range check, so the CLI and the engine can never
+    disagree on a range; the complaint is what the user reads."""
+
+    def parse(text: str) -> float:
+        try:
+            return check(float(text))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text} {complaint}") from None
+
+    return parse
 
 
-def _positive_hu(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number of HU")
-    return value
-
-
-def _non_negative_hu(text: str) -> float:
-    value = float(text)
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"{text} is not a number of HU >= 0")
-    return value
-
-
-def _grow_threshold(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value <= 0.5:
-        raise argparse.ArgumentTypeError(f"{text} is not a probability in (0, 0.5]")
-    return value
+weight_arg = _checked(check_weight, "is not a share in [0, 1]")
+margin_arg = _checked(check_margin, "is not a positive number of HU")
+ramp_arg = _checked(check_ramp, "is not a number of HU >= 0")
+grow_threshold_arg = _checked(check_grow_threshold, "is not a probability in (0, 0.5]")
 
 
 def cascade_settings(args: argparse.Namespace) -> CascadeSettings:

@@ -34,10 +34,10 @@ def test_a_growing_threshold_must_be_a_probability_up_to_one_half():
     for bad in (0.0, -0.1, 0.6):
         with pytest.raises(ValueError, match=r"\(0, 0.5\]"):
             check_grow_threshold(bad)
-    from PancreasAILib.cli.model_options import _grow_threshold
+    from PancreasAILib.cli.model_options import grow_threshold_arg
 
     with pytest.raises(argparse.ArgumentTypeError):
-        _grow_threshold("0.7")
+        grow_threshold_arg("0.7")
     spec = StageSpec((4.0, 4.0, 6.0), (32, 64, 64), grow_threshold=0.15)
     assert StageSpec.from_dict(spec.to_dict()) == spec
     assert StageSpec.from_dict({"spacing": [4, 4, 6], "patch": [32, 64, 64]}).grow_threshold is None
