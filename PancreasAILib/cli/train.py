@@ -22,6 +22,7 @@ import torch
 from PancreasAILib.cli.common import add_progress_option, make_progress
 from PancreasAILib.cli.train_data import build_caches, describe_cache
 from PancreasAILib.errors import InputError
+from PancreasAILib.training.augment import INTENSITY_AUGMENTATIONS
 from PancreasAILib.training.trainer import TrainConfig, Trainer, default_spec
 
 MODEL_NAMES = {1: "stage1_pancreas", 2: "stage2_tumour"}
@@ -190,6 +191,13 @@ def _add_segmentation_arguments(parser: argparse.ArgumentParser, stage: int) -> 
         help="zoom range of the rotated/scaled patches; above 1 a body looks smaller, so raise MAX for "
         "small patients (default 0.75 1.3; the BTCV maps are large adults, AMOS 0013 is about 0.75 of them)",
     )
+    opt.add_argument(
+        "--intensity-augmentation",
+        choices=sorted(INTENSITY_AUGMENTATIONS),
+        default="standard",
+        help="standard: per-phase HU gain, offset, noise and blur (the shipped recipe); strong: also a random "
+        "monotone bend of the HU scale and a gamma, wider gain/offset/noise (other scanners and intensity models)",
+    )
     opt.add_argument("--val-every", type=int, default=250)
     opt.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     opt.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
@@ -283,6 +291,7 @@ def run(args: argparse.Namespace) -> int:
         healthy_share=healthy_share,
         elastic_voxels=args.elastic,
         scale=tuple(args.scale),
+        intensity=args.intensity_augmentation,
         val_every=args.val_every,
         device=device,
         channels=tuple(args.channels) if args.channels else None,

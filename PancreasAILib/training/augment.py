@@ -151,18 +151,96 @@ def take_patch(array: np.ndarray, start: np.ndarray, patch: Sequence[int], fill:
     return out
 
 
-def augment_intensity(image_hu: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Per-phase HU gain/offset, smoothing or extra noise (scanner and protocol variety); returns normalised."""
+@dataclass(frozen=True)
+class IntensityAugmentation:
+    """How far training moves each phase's HU away from the generator's own table.
+
+    Why: another scanner, tube voltage, contrast timing or intensity model changes more than the
+    overall brightness; it changes how far apart the tissues lie. `standard` (the shipped networks'
+    recipe) only scales and shifts soft tissue; `strong` also bends the HU scale with a random monotone
+    curve (a lesion stays darker than its gland, by more or less), applies a gamma to the soft-tissue
+    window, and widens the gain, offset and noise.
+    """
+
+    gain: tuple[float, float] = (0.85, 1.15)  # contrast about 40 HU, soft tissue only
+    offset_hu: float = 25.0  # uniform in +-offset
+    p_blur: float = 0.2
+    p_noise: float = 0.3
+    noise_hu: tuple[float, float] = (3.0, 15.0)  # standard deviation range of added Gaussian noise
+    p_curve: float = 0.0  # share of phases whose HU scale is bent by a random monotone curve
+    curve_slopes: tuple[float, float] = (0.6, 1.5)  # slope range of the curve's 100 HU segments
+    p_gamma: float = 0.0
+    gamma: tuple[float, float] = (0.7, 1.5)
+
+    def __post_init__(self) -> None:
+        ranges = {
+            "gain": self.gain,
+            "noise_hu": self.noise_hu,
+            "curve_slopes": self.curve_slopes,
+            "gamma": self.gamma,
+        }
+        for name, (low, high) in ranges.items():
+            if not 0 < low <= high:
+                raise ValueError(f"{name} {low}..{high} is not a positive range")
+        for name in ("p_blur", "p_noise", "p_curve", "p_gamma"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} {getattr(self, name)} is not a probability")
+
+
+INTENSITY_AUGMENTATIONS = {
+    "standard": IntensityAugmentation(),
+    "strong": IntensityAugmentation(
+        gain=(0.7, 1.4), offset_hu=50.0, p_noise=0.4, noise_hu=(3.0, 25.0), p_curve=0.5, p_gamma=0.3
+    ),
+}
+
+# The bent part of the HU scale: fat edge to enhanced parenchyma and vessels; air, fat and bone
+# keep their place (above it everything moves with the curve's end, so the scale stays monotone).
+_CURVE_KNOTS_HU = np.linspace(-150.0, 350.0, 6)
+
+
+def bend_hu(channel: np.ndarray, rng: np.random.Generator, slopes: tuple[float, float]) -> np.ndarray:
+    """`channel` through a random monotone, continuous piecewise-linear curve (identity below -150 HU)."""
+    steps = np.diff(_CURVE_KNOTS_HU) * rng.uniform(slopes[0], slopes[1], len(_CURVE_KNOTS_HU) - 1)
+    bent = _CURVE_KNOTS_HU[0] + np.concatenate([[0.0], np.cumsum(steps)])
+    out = np.interp(channel, _CURVE_KNOTS_HU, bent).astype(np.float32)
+    below, above = channel < _CURVE_KNOTS_HU[0], channel > _CURVE_KNOTS_HU[-1]
+    out[below] = channel[below]
+    out[above] = channel[above] + np.float32(bent[-1] - _CURVE_KNOTS_HU[-1])
+    return out
+
+
+def gamma_soft_tissue(channel: np.ndarray, gamma: float) -> np.ndarray:
+    """A gamma on the -150..350 HU window (ends fixed, so continuous and monotone); outside unchanged."""
+    low, high = _CURVE_KNOTS_HU[0], _CURVE_KNOTS_HU[-1]
+    inside = (channel > low) & (channel < high)
+    out = channel.copy()
+    out[inside] = low + (high - low) * ((channel[inside] - low) / (high - low)) ** gamma
+    return out
+
+
+def augment_intensity(
+    image_hu: np.ndarray,
+    mask: np.ndarray,
+    rng: np.random.Generator,
+    recipe: IntensityAugmentation = INTENSITY_AUGMENTATIONS["standard"],
+) -> np.ndarray:
+    """Each present phase moved by its own draw of `recipe` (scanner and protocol variety); returns normalised."""
     out = image_hu.astype(np.float32)
     for p in np.nonzero(mask)[0]:
         channel = out[p]
-        if rng.uniform() < 0.2:
+        if rng.uniform() < recipe.p_blur:
             ndi.gaussian_filter(channel, rng.uniform(0.3, 0.9), output=channel)
-        gain, offset = rng.uniform(0.85, 1.15), rng.uniform(-25.0, 25.0)
+        # Drawn only when enabled, so the standard recipe draws exactly what earlier releases drew.
+        if recipe.p_curve and rng.uniform() < recipe.p_curve:
+            channel[...] = bend_hu(channel, rng, recipe.curve_slopes)
+        if recipe.p_gamma and rng.uniform() < recipe.p_gamma:
+            channel[...] = gamma_soft_tissue(channel, rng.uniform(*recipe.gamma))
+        gain, offset = rng.uniform(*recipe.gain), rng.uniform(-recipe.offset_hu, recipe.offset_hu)
         soft = (channel > -300) & (channel < 400)  # scale around soft tissue, keep air and fat in place
         channel[soft] = (channel[soft] - 40.0) * gain + 40.0 + offset
-        if rng.uniform() < 0.3:
-            channel += rng.normal(0.0, rng.uniform(3.0, 15.0), channel.shape).astype(np.float32)
+        if rng.uniform() < recipe.p_noise:
+            channel += rng.normal(0.0, rng.uniform(*recipe.noise_hu), channel.shape).astype(np.float32)
     normalised = normalise_hu(out)
     normalised[~mask] = 0.0
     return normalised

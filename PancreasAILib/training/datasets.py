@@ -15,6 +15,8 @@ import torch
 
 from PancreasAILib.errors import InputError
 from PancreasAILib.training.augment import (
+    INTENSITY_AUGMENTATIONS,
+    IntensityAugmentation,
     SpatialDraw,
     augment_intensity,
     crop_start,
@@ -65,6 +67,7 @@ class PatchSampler:
         elastic_voxels: float = 0.0,
         scale: tuple[float, float] = (0.75, 1.3),
         healthy_share: float | None = None,
+        intensity: IntensityAugmentation = INTENSITY_AUGMENTATIONS["standard"],
     ) -> None:
         if stage not in (1, 2):
             raise ValueError("stage must be 1 or 2")
@@ -83,6 +86,7 @@ class PatchSampler:
         # in five). Why: a network that mostly sees glands with a tumour learns to expect one, and
         # with weak tumour contrast (venous phase alone) it then marks normal gland as tumour.
         self.healthy_share = healthy_share
+        self.intensity = intensity  # how far each phase's HU is moved from the generator's table
         self._tumour_voxels: list[np.ndarray | None] = []
         self._gland_voxels: list[np.ndarray] = []
         self._healthy: list[int] = []
@@ -146,7 +150,7 @@ class PatchSampler:
             if self.phase_dropout
             else case["phase_mask"].copy()
         )
-        out = {"image": augment_intensity(img, mask, rng), "mask": mask}
+        out = {"image": augment_intensity(img, mask, rng, self.intensity), "mask": mask}
         if self.stage == 2:
             prior = degrade_prior(cut(case["s2_prior"].astype(np.float32), 0.0, 1), rng)
             out["image"], lab, prior = mirror([out["image"], lab, prior], rng)

@@ -29,7 +29,7 @@ from PancreasAILib.models.multiphase import MultiPhaseConfig, MultiPhaseTumourNe
 from PancreasAILib.models.registry import save_weights
 from PancreasAILib.models.unet import CoarseUNet, CoarseUNetConfig
 from PancreasAILib.progress import ProgressCallback, null_progress
-from PancreasAILib.training.augment import validation_prior
+from PancreasAILib.training.augment import INTENSITY_AUGMENTATIONS, validation_prior
 from PancreasAILib.training.datasets import PatchSampler, cached_names
 from PancreasAILib.training.losses import SegmentationLoss, classification_loss
 from PancreasAILib.training.preprocess import load_case
@@ -52,6 +52,7 @@ class TrainConfig:
     healthy_share: float | None = None  # stage 2: share of patches from tumour-free cases (None: as drawn)
     elastic_voxels: float = 0.0  # largest elastic offset on rotated/scaled patches (0: affine only)
     scale: tuple[float, float] = (0.75, 1.3)  # zoom range of those patches (> 1: the body looks smaller)
+    intensity: str = "standard"  # a key of INTENSITY_AUGMENTATIONS (recorded by name in the run config)
     val_every: int = 250
     checkpoint_every: int = 50
     device: str = "cpu"
@@ -160,6 +161,7 @@ class Trainer:
             healthy_share=config.healthy_share,
             elastic_voxels=config.elastic_voxels,
             scale=config.scale,
+            intensity=INTENSITY_AUGMENTATIONS[config.intensity],
         )
         self.val_cases = val_cases
         self.loss = SegmentationLoss(

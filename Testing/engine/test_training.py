@@ -280,6 +280,16 @@ def test_train_command_rejects_a_negative_elastic_offset(cache, tmp_path, capsys
     assert not run.exists()
 
 
+def test_train_command_records_the_intensity_recipe_it_trained_with(cache, tmp_path, capsys):
+    run = tmp_path / "run"
+    command = [*stage2_command(cache, run), "--steps", "1", "--channels", *CHANNELS, "--device", "cpu"]
+    assert main([*command, "--intensity-augmentation", "strong"]) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["intensity"] == "strong"
+    with pytest.raises(SystemExit):  # argparse names the choices
+        main([*command, "--intensity-augmentation", "extreme"])
+    assert "standard" in capsys.readouterr().err
+
+
 def test_train_command_registers_loadable_weights(cache, tmp_path, monkeypatch):
     monkeypatch.setenv("PANCREASAI_MODELS", str(tmp_path / "models"))
     rc = main(
