@@ -138,7 +138,12 @@ def _add_segmentation_arguments(parser: argparse.ArgumentParser, stage: int) -> 
         action="store_true",
         help="start from the shipped weights of this stage instead of random ones (longer training)",
     )
-    opt.add_argument("--steps", type=int, default=3000)
+    opt.add_argument(
+        "--steps",
+        type=int,
+        default=3000,
+        help="optimiser steps (default 3000); 0 prepares the training and validation caches and stops",
+    )
     opt.add_argument("--batch", type=int, default=2)
     opt.add_argument("--lr", type=float, default=2e-3)
     opt.add_argument("--seed", type=int, default=0)
@@ -270,6 +275,10 @@ def run(args: argparse.Namespace) -> int:
             "the training patches: each must be at least 0 and together at most 1.",
             "Pass values such as --p-all-phases 0.35 --p-venous-only 0.3.",
         )
+    if args.steps < 0:
+        raise InputError(f"--steps {args.steps} is negative.", "Pass 0 (prepare the caches only) or more.")
+    if args.steps == 0 and args.register:
+        raise InputError("--steps 0 trains nothing, so there is nothing to --register.", "Pass --steps N.")
     if args.threads:
         torch.set_num_threads(args.threads)
     progress = make_progress(args.progress)
@@ -277,6 +286,13 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     start = time.perf_counter()
     cache, val_cache = build_caches(args, progress)
+    if args.steps == 0:  # preprocessing as its own stage: synthesis can run apart from training
+        info = describe_cache(cache)
+        print(
+            f"caches ready: {info['cases']} training cases ({info['domain_randomised_cases']} with randomised "
+            f"intensities) in {cache}; validation cases in {val_cache}"
+        )
+        return 0
     config = TrainConfig(
         stage=stage,
         run_dir=args.run,

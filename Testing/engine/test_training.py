@@ -280,6 +280,17 @@ def test_train_command_rejects_a_negative_elastic_offset(cache, tmp_path, capsys
     assert not run.exists()
 
 
+def test_zero_steps_prepares_the_caches_and_trains_nothing(cache, tmp_path, capsys):
+    from PancreasAILib.errors import ExitCode
+
+    run = tmp_path / "run"
+    assert main([*stage2_command(cache, run), "--steps", "0"]) == 0
+    assert "caches ready: 2 training cases" in capsys.readouterr().out
+    assert not (run / "checkpoint.pt").exists() and not (run / "best.safetensors").exists()
+    assert main([*stage2_command(cache, run), "--steps", "0", "--register"]) == ExitCode.BAD_INPUT
+    assert "--register" in capsys.readouterr().err
+
+
 def test_train_command_records_the_intensity_recipe_it_trained_with(cache, tmp_path, capsys):
     run = tmp_path / "run"
     command = [*stage2_command(cache, run), "--steps", "1", "--channels", *CHANNELS, "--device", "cpu"]
