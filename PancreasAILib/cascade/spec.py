@@ -38,6 +38,15 @@ class StageSpec:
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
+    def with_choices_of(self, registered: dict) -> StageSpec:
+        """This specification with the release's inference choices taken from a registered one.
+
+        Why: the choices were decided on the release's outputs by rules, not learnt by the network;
+        new weights of the same stage keep them until a rule decides otherwise (replacing them by
+        the defaults silently switched off stage 1's growing and the lesion weighting)."""
+        merged = {**self.to_dict(), **{k: registered[k] for k in INFERENCE_CHOICES if k in registered}}
+        return StageSpec.from_dict(merged)
+
     @classmethod
     def from_dict(cls, data: dict) -> StageSpec:
         return cls(
@@ -51,6 +60,15 @@ class StageSpec:
             float(data.get("attenuation_ramp_hu", 0.0)),
         )
 
+
+# The fields that are the release's decisions about inference rather than what the network expects.
+INFERENCE_CHOICES = (
+    "test_time_scales",
+    "non_hypo_lesion_weight",
+    "vessel_margin_hu",
+    "grow_threshold",
+    "attenuation_ramp_hu",
+)
 
 STAGE1 = StageSpec(spacing=(4.0, 4.0, 6.0), patch=(32, 64, 64))
 # Margins around the stage-1 pancreas box: enough to hold a tumour the coarse model cut short.

@@ -341,7 +341,7 @@ def run(args: argparse.Namespace) -> int:
 
 def register_run(stage: int, args: argparse.Namespace, summary: dict, minutes: float):
     from PancreasAILib import __version__
-    from PancreasAILib.models.registry import add_ensemble_member, get_entry, register_weights
+    from PancreasAILib.models.registry import WeightsError, add_ensemble_member, get_entry, register_weights
 
     best = args.run / "best.safetensors"
     if not best.is_file():
@@ -361,12 +361,21 @@ def register_run(stage: int, args: argparse.Namespace, summary: dict, minutes: f
     _refuse_a_taken_version(MODEL_NAMES[stage], version, best)
     if args.ensemble:
         return add_ensemble_member(MODEL_NAMES[stage], best, version=version, card=card)
+    spec = default_spec(stage)
+    try:
+        registered = get_entry(MODEL_NAMES[stage]).input_spec
+    except WeightsError:  # nothing registered yet: the defaults
+        registered = {}
+    kept = spec.with_choices_of(registered)
+    changed = {k: v for k, v in kept.to_dict().items() if v != spec.to_dict()[k]}
+    if changed:
+        print(f"kept the release's inference choices for {MODEL_NAMES[stage]}: {json.dumps(changed)}")
     return register_weights(
         MODEL_NAMES[stage],
         best,
         version=version,
         config=summary.get("net_config", {}),
-        input_spec=default_spec(stage).to_dict(),
+        input_spec=kept.to_dict(),
         card=card,
     )
 

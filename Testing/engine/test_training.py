@@ -324,6 +324,29 @@ def test_train_command_registers_loadable_weights(cache, tmp_path, monkeypatch):
     assert entry.config["channels"] == list(TINY)
 
 
+def test_new_weights_keep_the_release_inference_choices(cache, tmp_path, monkeypatch, capsys):
+    models = tmp_path / "models"
+    monkeypatch.setenv("PANCREASAI_MODELS", str(models))
+    command = [*stage2_command(cache, tmp_path / "run"), "--steps", "2", "--val-every", "2"]
+    command += ["--channels", *CHANNELS, "--device", "cpu", "--register"]
+    assert main([*command, "--version-tag", "1.0"]) == 0
+    assert get_entry("stage2_tumour").input_spec["non_hypo_lesion_weight"] == 1.0  # nothing to keep yet
+    # The release then decides its lesion weighting (as `calibrate --register` does) ...
+    manifest = json.loads((models / "manifest.json").read_text())
+    entries = manifest.get("models", manifest)
+    entries["stage2_tumour"]["input_spec"].update(non_hypo_lesion_weight=0.5, attenuation_ramp_hu=5.0)
+    (models / "manifest.json").write_text(json.dumps(manifest))
+    # ... and weights trained further replace the network, not those decisions.
+    assert main([*command, "--steps", "4", "--val-every", "4", "--version-tag", "1.1"]) == 0
+    entry = get_entry("stage2_tumour")
+    assert entry.version == "1.1"
+    assert (
+        entry.input_spec["non_hypo_lesion_weight"] == 0.5 and entry.input_spec["attenuation_ramp_hu"] == 5.0
+    )
+    assert entry.input_spec["patch"] == list(default_spec(2).patch)  # what the network expects: its own
+    assert "kept the release's inference choices" in capsys.readouterr().out
+
+
 def test_weights_of_another_run_need_their_own_version(cache, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PANCREASAI_MODELS", str(tmp_path / "models"))
     common = ["--steps", "2", "--val-every", "2", "--channels", *CHANNELS, "--device", "cpu", "--register"]
