@@ -361,13 +361,13 @@ def register_run(stage: int, args: argparse.Namespace, summary: dict, minutes: f
     _refuse_a_taken_version(MODEL_NAMES[stage], version, best)
     if args.ensemble:
         return add_ensemble_member(MODEL_NAMES[stage], best, version=version, card=card)
-    spec = default_spec(stage)
     try:
         registered = get_entry(MODEL_NAMES[stage]).input_spec
     except WeightsError:  # nothing registered yet: the defaults
         registered = {}
-    kept = spec.with_choices_of(registered)
-    changed = {k: v for k, v in kept.to_dict().items() if v != spec.to_dict()[k]}
+    defaults = default_spec(stage).to_dict()
+    kept = default_spec(stage).with_choices_of(registered).to_dict()
+    changed = {k: v for k, v in kept.items() if v != defaults[k]}
     if changed:
         print(f"kept the release's inference choices for {MODEL_NAMES[stage]}: {json.dumps(changed)}")
     return register_weights(
@@ -375,7 +375,7 @@ def register_run(stage: int, args: argparse.Namespace, summary: dict, minutes: f
         best,
         version=version,
         config=summary.get("net_config", {}),
-        input_spec=kept.to_dict(),
+        input_spec=kept,
         card=card,
     )
 

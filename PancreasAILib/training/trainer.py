@@ -62,6 +62,11 @@ class TrainConfig:
     net_config: dict | None = None  # the architecture of `init_weights` (from its manifest entry)
     spec: StageSpec = field(default_factory=lambda: STAGE1)
 
+    def __post_init__(self) -> None:
+        if self.intensity not in INTENSITY_AUGMENTATIONS:  # fail at configuration, not at the first batch
+            known = ", ".join(sorted(INTENSITY_AUGMENTATIONS))
+            raise ValueError(f"intensity augmentation {self.intensity!r} is not one of: {known}")
+
     def to_dict(self) -> dict:
         data = asdict(self)
         data["run_dir"] = str(self.run_dir)

@@ -90,3 +90,10 @@ def test_missing_phases_stay_zero_under_the_strong_recipe():
 def test_a_recipe_out_of_range_is_refused(field, value):
     with pytest.raises(ValueError, match=field):
         IntensityAugmentation(**{field: value})
+
+
+def test_a_training_configuration_refuses_an_unknown_recipe(tmp_path):
+    from PancreasAILib.training.trainer import TrainConfig
+
+    with pytest.raises(ValueError, match="standard, strong"):
+        TrainConfig(stage=2, run_dir=tmp_path, intensity="extreme")

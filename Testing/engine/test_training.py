@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from PancreasAILib.cli.main import main
 from PancreasAILib.corrections import write_correction_record
 from PancreasAILib.errors import InputError
-from PancreasAILib.models.registry import get_entry
+from PancreasAILib.models.registry import get_entry, set_calibration
 from PancreasAILib.training.augment import (
     SpatialDraw,
     degrade_prior,
@@ -331,11 +331,10 @@ def test_new_weights_keep_the_release_inference_choices(cache, tmp_path, monkeyp
     command += ["--channels", *CHANNELS, "--device", "cpu", "--register"]
     assert main([*command, "--version-tag", "1.0"]) == 0
     assert get_entry("stage2_tumour").input_spec["non_hypo_lesion_weight"] == 1.0  # nothing to keep yet
-    # The release then decides its lesion weighting (as `calibrate --register` does) ...
-    manifest = json.loads((models / "manifest.json").read_text())
-    entries = manifest.get("models", manifest)
-    entries["stage2_tumour"]["input_spec"].update(non_hypo_lesion_weight=0.5, attenuation_ramp_hu=5.0)
-    (models / "manifest.json").write_text(json.dumps(manifest))
+    # The release then decides its lesion weighting (through the registry, as `calibrate --register` does) ...
+    set_calibration(
+        "stage2_tumour", {}, input_spec={"non_hypo_lesion_weight": 0.5, "attenuation_ramp_hu": 5.0}
+    )
     # ... and weights trained further replace the network, not those decisions.
     assert main([*command, "--steps", "4", "--val-every", "4", "--version-tag", "1.1"]) == 0
     entry = get_entry("stage2_tumour")
