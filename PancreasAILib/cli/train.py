@@ -201,7 +201,8 @@ def _add_segmentation_arguments(parser: argparse.ArgumentParser, stage: int) -> 
         choices=sorted(INTENSITY_AUGMENTATIONS),
         default="standard",
         help="standard: per-phase HU gain, offset, noise and blur (the shipped recipe); strong: also a random "
-        "monotone bend of the HU scale and a gamma, wider gain/offset/noise (other scanners and intensity models)",
+        "monotone bend of the HU scale and a gamma, wider gain/offset/noise (other scanners and intensity models); "
+        "contrast: standard plus one contrast factor 0.7-1.35 shared by a study's phases (tube voltage, dose)",
     )
     opt.add_argument("--val-every", type=int, default=250)
     opt.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

@@ -12,6 +12,7 @@ from PancreasAILib.training.augment import (
     augment_intensity,
     bend_hu,
     gamma_soft_tissue,
+    scale_study_contrast,
 )
 
 # Venous-phase tissue levels (HU) of a pancreas with a hypo-attenuating lesion, after the shared data README.
@@ -97,3 +98,34 @@ def test_a_training_configuration_refuses_an_unknown_recipe(tmp_path):
 
     with pytest.raises(ValueError, match="standard, strong"):
         TrainConfig(stage=2, run_dir=tmp_path, intensity="extreme")
+
+
+def test_study_contrast_is_monotone_continuous_and_keeps_air():
+    hu = np.linspace(-1000.0, 1500.0, 25001, dtype=np.float32)
+    for factor in (0.7, 1.0, 1.35, 1.55):
+        out = scale_study_contrast(hu, factor)
+        assert np.all(np.diff(out) > 0)  # order of tissues kept, across the fat ramp too
+        assert np.allclose(out[hu <= -300], hu[hu <= -300])  # air and lung stay
+        body = hu >= -100
+        assert np.allclose(out[body] - 40.0, (hu[body] - 40.0) * factor, atol=1e-2)
+    with pytest.raises(ValueError, match="fold"):
+        IntensityAugmentation(study_contrast=(0.7, 1.7))
+
+
+def test_contrast_recipe_moves_all_phases_of_a_patch_together():
+    """The gland-to-lesion and gland-to-vessel gaps change by one factor in every phase of a patch."""
+    recipe = IntensityAugmentation(
+        gain=(1.0, 1.0), offset_hu=0.0, p_blur=0.0, p_noise=0.0, p_study_contrast=1.0
+    )
+    rng = np.random.default_rng(4)
+    image, mask = tissue_phantom(), np.array([True, True, True])
+    image[0] += 30.0  # phases differ, the factor must not
+    factors = []
+    for _ in range(20):
+        out = augment_intensity(image, mask, rng, recipe)
+        per_phase = [
+            (tissue_levels(out, p)[2] - tissue_levels(out, p)[1]) / (GLAND - TUMOUR) for p in range(3)
+        ]
+        assert np.ptp(per_phase) < 0.02
+        factors.append(per_phase[0])
+    assert min(factors) < 0.85 and max(factors) > 1.2  # the draws span the recipe's range
