@@ -20,6 +20,7 @@ from scipy import ndimage as ndi
 
 from PancreasAILib.cascade.attenuation import weigh_by_attenuation
 from PancreasAILib.cascade.calibration import PhaseCalibrations
+from PancreasAILib.cascade.gland_level import relative_to_gland
 from PancreasAILib.cascade.grids import array_to_grid, grid_for_box, image_box, normalise_hu, resample_onto
 from PancreasAILib.cascade.lesions import LesionCandidate, extract_lesions, pdac_likelihood
 from PancreasAILib.cascade.predict import predict_stage1, predict_stage2
@@ -155,7 +156,9 @@ class Cascade:
         )
         prior_image = array_to_grid(np.where(component, s1_prob, 0.0).astype(np.float32), s1_grid)
         prior = resample_onto(prior_image, roi, smooth=False)
-        network_input = normalise_hu(roi_hu)
+        # A stage 2 trained relative to the gland sees each phase shifted by stage 1's confident gland.
+        stage2_hu = relative_to_gland(roi_hu, prior >= 0.5, mask, self.spec2.gland_reference_hu)
+        network_input = normalise_hu(stage2_hu)
         network_input[~mask] = 0.0
         probs, classifier = predict_stage2(
             self.stage2,

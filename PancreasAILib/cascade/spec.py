@@ -24,7 +24,10 @@ class StageSpec:
     share is graded (0: a hard cut at the gland's attenuation; `cascade.attenuation`), and the margin
     in HU above the gland's venous median beyond which bright tissue continuing outside the gland is
     vessel (`cascade.vessels`; None: not applied). The likelihood calibration is fitted with these
-    choices, so a run that departs from them says so (`cascade.settings`)."""
+    choices, so a run that departs from them says so (`cascade.settings`). Stage 2 trained relative
+    to the gland: the HU level each phase's gland is shifted to before the network sees it
+    (`cascade.gland_level`; None: absolute HU). That one belongs to the weights, not to the release's
+    choices."""
 
     spacing: tuple[float, float, float]
     patch: tuple[int, int, int]
@@ -34,6 +37,7 @@ class StageSpec:
     vessel_margin_hu: float | None = None
     grow_threshold: float | None = None
     attenuation_ramp_hu: float = 0.0
+    gland_reference_hu: tuple[float, float, float] | None = None
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -58,6 +62,9 @@ class StageSpec:
             None if data.get("vessel_margin_hu") is None else float(data["vessel_margin_hu"]),
             None if data.get("grow_threshold") is None else float(data["grow_threshold"]),
             float(data.get("attenuation_ramp_hu", 0.0)),
+            None
+            if data.get("gland_reference_hu") is None
+            else tuple(float(v) for v in data["gland_reference_hu"]),
         )
 
 

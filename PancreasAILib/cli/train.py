@@ -15,10 +15,13 @@ import logging
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from PancreasAILib.cascade.gland_level import reference_levels
+from PancreasAILib.cascade.spec import INFERENCE_CHOICES, StageSpec
 from PancreasAILib.cli.common import add_progress_option, make_progress
 from PancreasAILib.cli.train_data import build_caches, describe_cache
 from PancreasAILib.errors import InputError
@@ -179,6 +182,14 @@ def _add_segmentation_arguments(parser: argparse.ArgumentParser, stage: int) -> 
             help="share of patches drawn from tumour-free cases (default: cases as they come, about 1 in 5 "
             "of the synthetic ones); more teaches the network that a gland need not hold a tumour",
         )
+    if stage == 2:
+        opt.add_argument(
+            "--gland-relative",
+            action="store_true",
+            help="shift each phase so the gland sits at a fixed level before the network sees it (levels "
+            "from the training cases, stored with the weights): lesion-to-gland contrast instead of absolute "
+            "HU, for other contrast levels and scanners",
+        )
     opt.add_argument(
         "--elastic",
         type=float,
@@ -316,16 +327,25 @@ def run(args: argparse.Namespace) -> int:
         spec=default_spec(stage),
     )
     corrections = getattr(args, "corrections", None) is not None
+    continued_reference = None
     if corrections or args.init_from_shipped:
         from PancreasAILib.models.registry import get_entry, locate_weights
 
         entry = get_entry(MODEL_NAMES[stage])
         config.init_weights = locate_weights(entry)
         config.net_config = entry.config
+        continued_reference = StageSpec.from_dict(entry.input_spec).gland_reference_hu
         if corrections:  # fine-tune on a radiologist's corrections gently
             config.lr = min(config.lr, 2e-4)
-    val = load_cache(val_cache) if val_cache.is_dir() else load_cache(cache)[:2]
-    trainer = Trainer(config, load_cache(cache), val, progress=progress, cache_dir=cache)
+    train_cases = load_cache(cache)
+    if continued_reference is not None:  # the weights expect their gland-relative input: keep it
+        config.spec = replace(config.spec, gland_reference_hu=continued_reference)
+    elif getattr(args, "gland_relative", False):
+        config.spec = replace(config.spec, gland_reference_hu=reference_levels(train_cases))
+    if config.spec.gland_reference_hu is not None:
+        print(f"stage 2 input relative to the gland, levels (HU, A/V/D): {config.spec.gland_reference_hu}")
+    val = load_cache(val_cache) if val_cache.is_dir() else train_cases[:2]
+    trainer = Trainer(config, train_cases, val, progress=progress, cache_dir=cache)
     summary = trainer.fit()
     minutes = (time.perf_counter() - start) / 60
     print(json.dumps({"stage": stage, "best": summary, "minutes": round(minutes, 1)}, indent=2))
@@ -367,8 +387,9 @@ def register_run(stage: int, args: argparse.Namespace, summary: dict, minutes: f
     except WeightsError:  # nothing registered yet: the defaults
         registered = {}
     defaults = default_spec(stage).to_dict()
-    kept = default_spec(stage).with_choices_of(registered).to_dict()
-    changed = {k: v for k, v in kept.items() if v != defaults[k]}
+    kept = replace(default_spec(stage), gland_reference_hu=trained_gland_reference(args.run))
+    kept = kept.with_choices_of(registered).to_dict()
+    changed = {k: v for k, v in kept.items() if v != defaults[k] and k in INFERENCE_CHOICES}
     if changed:
         print(f"kept the release's inference choices for {MODEL_NAMES[stage]}: {json.dumps(changed)}")
     return register_weights(
@@ -379,6 +400,15 @@ def register_run(stage: int, args: argparse.Namespace, summary: dict, minutes: f
         input_spec=kept,
         card=card,
     )
+
+
+def trained_gland_reference(run_dir: Path) -> tuple[float, float, float] | None:
+    """The gland levels a run's network was trained with (its config.json), which its input spec must carry."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        return None
+    spec = json.loads(path.read_text()).get("train", {}).get("spec")
+    return StageSpec.from_dict(spec).gland_reference_hu if spec else None
 
 
 def _refuse_a_taken_version(name: str, version: str, weights: Path) -> None:

@@ -253,6 +253,23 @@ def augment_intensity(
     recipe: IntensityAugmentation = INTENSITY_AUGMENTATIONS["standard"],
 ) -> np.ndarray:
     """Each present phase moved by its own draw of `recipe` (scanner and protocol variety); returns normalised."""
+    return network_input(augment_hu(image_hu, mask, rng, recipe), mask)
+
+
+def network_input(image_hu: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """HU -> the networks' input, missing phases zero (as at inference)."""
+    normalised = normalise_hu(image_hu)
+    normalised[~mask] = 0.0
+    return normalised
+
+
+def augment_hu(
+    image_hu: np.ndarray,
+    mask: np.ndarray,
+    rng: np.random.Generator,
+    recipe: IntensityAugmentation = INTENSITY_AUGMENTATIONS["standard"],
+) -> np.ndarray:
+    """`augment_intensity` before normalisation: the augmented phases in HU."""
     out = image_hu.astype(np.float32)
     # Drawn only when enabled, so the standard recipe draws exactly what earlier releases drew.
     if recipe.p_study_contrast and rng.uniform() < recipe.p_study_contrast:
@@ -271,9 +288,7 @@ def augment_intensity(
         channel[soft] = (channel[soft] - 40.0) * gain + 40.0 + offset
         if rng.uniform() < recipe.p_noise:
             channel += rng.normal(0.0, rng.uniform(*recipe.noise_hu), channel.shape).astype(np.float32)
-    normalised = normalise_hu(out)
-    normalised[~mask] = 0.0
-    return normalised
+    return out
 
 
 def _disc_footprint(radius: int) -> np.ndarray:

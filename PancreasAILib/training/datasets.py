@@ -13,16 +13,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from PancreasAILib.cascade.gland_level import MIN_GLAND_VOXELS, relative_to_gland
 from PancreasAILib.errors import InputError
 from PancreasAILib.training.augment import (
     INTENSITY_AUGMENTATIONS,
     IntensityAugmentation,
     SpatialDraw,
-    augment_intensity,
+    augment_hu,
     crop_start,
     degrade_prior,
     drop_phases,
     mirror,
+    network_input,
     spatial_patch,
     take_patch,
 )
@@ -68,6 +70,7 @@ class PatchSampler:
         scale: tuple[float, float] = (0.75, 1.3),
         healthy_share: float | None = None,
         intensity: IntensityAugmentation = INTENSITY_AUGMENTATIONS["standard"],
+        gland_reference_hu: Sequence[float] | None = None,
     ) -> None:
         if stage not in (1, 2):
             raise ValueError("stage must be 1 or 2")
@@ -87,6 +90,8 @@ class PatchSampler:
         # with weak tumour contrast (venous phase alone) it then marks normal gland as tumour.
         self.healthy_share = healthy_share
         self.intensity = intensity  # how far each phase's HU is moved from the generator's table
+        # Stage 2 relative to the gland (`cascade.gland_level`): each phase shifted onto these levels.
+        self.gland_reference_hu = None if gland_reference_hu is None else tuple(gland_reference_hu)
         self._tumour_voxels: list[np.ndarray | None] = []
         self._gland_voxels: list[np.ndarray] = []
         self._healthy: list[int] = []
@@ -150,12 +155,22 @@ class PatchSampler:
             if self.phase_dropout
             else case["phase_mask"].copy()
         )
-        out = {"image": augment_intensity(img, mask, rng, self.intensity), "mask": mask}
+        hu = augment_hu(img, mask, rng, self.intensity)
+        out = {"mask": mask}
         if self.stage == 2:
             prior = degrade_prior(cut(case["s2_prior"].astype(np.float32), 0.0, 1), rng)
-            out["image"], lab, prior = mirror([out["image"], lab, prior], rng)
+            if self.gland_reference_hu is not None:
+                # Measured where inference measures it, stage 1's confident gland (here the degraded
+                # prior); the true gland when the prior was dropped or fell outside the patch.
+                region = prior >= 0.5
+                if region.sum() < MIN_GLAND_VOXELS:
+                    region = lab > 0
+                hu = relative_to_gland(hu, region, mask, self.gland_reference_hu)
+            out["image"], lab, prior = mirror([network_input(hu, mask), lab, prior], rng)
             out["prior"] = prior[None]
             out["pdac"] = np.array(int((lab == 2).sum() >= TUMOUR_PATCH_MIN_VOXELS))
+        else:
+            out["image"] = network_input(hu, mask)
         out["label"] = lab.astype(np.int64)
         return out
 

@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from PancreasAILib.cascade.gland_level import relative_to_gland
 from PancreasAILib.cascade.grids import normalise_hu
 from PancreasAILib.cascade.predict import predict_stage1, predict_stage2
 from PancreasAILib.cascade.spec import STAGE1, STAGE2, StageSpec
@@ -103,7 +104,8 @@ def validate(net: nn.Module, cases: list[dict], stage: int, spec: StageSpec, dev
         else:
             prior = validation_prior(case["s2_prior"])  # once per case, for both phase sets
             for name, mask in (("all", case["phase_mask"]), ("venous", np.array([False, True, False]))):
-                image = normalise_hu(case["s2_image"])
+                hu = relative_to_gland(case["s2_image"], prior >= 0.5, mask, spec.gland_reference_hu)
+                image = normalise_hu(hu)
                 image[~mask] = 0.0
                 probs, pdac = predict_stage2(net, image, prior, mask, spec.patch, device)
                 label = probs.argmax(axis=0)
@@ -167,6 +169,7 @@ class Trainer:
             elastic_voxels=config.elastic_voxels,
             scale=config.scale,
             intensity=INTENSITY_AUGMENTATIONS[config.intensity],
+            gland_reference_hu=config.spec.gland_reference_hu if config.stage == 2 else None,
         )
         self.val_cases = val_cases
         self.loss = SegmentationLoss(
