@@ -464,7 +464,7 @@ def test_fine_tuning_from_a_correction_record(small_case, tmp_path, monkeypatch)
 
 
 def test_training_minutes_add_up_over_resumed_processes(tmp_path):
-    from PancreasAILib.cli.train import logged_training_minutes
+    from PancreasAILib.cli.train_register import logged_training_minutes
 
     log = [{"step": 10, "elapsed_s": 60.0}, {"step": 20, "elapsed_s": 120.0}, {"step": 20, "validation": {}}]
     log += [{"step": 30, "elapsed_s": 30.0}, {"step": 40, "elapsed_s": 180.0}]  # resumed at step 20
