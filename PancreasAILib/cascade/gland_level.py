@@ -3,7 +3,7 @@
 Why: a radiologist calls a lesion hypo-attenuating against the parenchyma around it, not against a
 number. A network that learnt the generator's absolute gland attenuation called whole healthy glands
 tumour when the contrast was lower (held-out cases at x0.75: 7 of 10 healthy glands PDAC; on the
-training maps 9 of 10 healthy glands got a lesion of 7-27 mL at confidence 0.6-0.97), and augmenting
+training maps 9 of 10 healthy glands got a lesion of 7-27 mL at confidence 0.54-0.97), and augmenting
 the contrast in training did not unlearn it (session 17). Shifting each phase by its own gland level
 removes the level and keeps every difference inside the box, so the lesion-to-gland contrast is what
 is left to learn.
