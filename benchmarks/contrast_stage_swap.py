@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True, help="nnU-Net-raw synthetic dataset as made")
     parser.add_argument("--shifted", type=Path, required=True, help="its copy from intensity_shift.py")
     parser.add_argument("--cases", type=int, help="only the first N cases")
+    parser.add_argument("--healthy-only", action="store_true", help="skip the cases with tumour (faster)")
     args = parser.parse_args(argv)
     cascade = Cascade.load("cpu")
     stage1 = cascade.stage1_probability
@@ -72,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, dict[str, list[float]]] = {run: {"healthy_top": [], "tumour_dice": []} for run in runs}
     for name in names:
         has_tumour = bool(json.loads((args.data / "cases" / f"{name}.json").read_text())["tumours"])
+        if has_tumour and args.healthy_only:
+            continue
         truth = sitk.GetArrayFromImage(sitk.ReadImage(str(args.data / "labelsTr" / f"{name}.nii.gz")))
         images = {"data": load_phases(args.data, name), "shifted": load_phases(args.shifted, name)}
         for run, (first, second) in runs.items():
@@ -93,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         top = np.array(row["healthy_top"])
         print(
             f"{run:36s} {f'{int((top >= 0.5).sum())} of {len(top)}':>30s} {top.mean():>26.2f} "
-            f"{np.mean(row['tumour_dice']):>12.3f}"
+            f"{np.mean(row['tumour_dice']) if row['tumour_dice'] else float('nan'):>12.3f}"
         )
     return 0
 
