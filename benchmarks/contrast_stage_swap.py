@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows[run]["healthy_top"].append(max((les.confidence for les in result.lesions), default=0.0))
         print(f"{name} done", flush=True)
     cascade.stage1_probability = stage1
-    print(f"{len(names)} cases; three phases, no registration")
+    counted = len(rows["both as made"]["healthy_top"]) + len(rows["both as made"]["tumour_dice"])
+    print(f"{counted} cases; three phases, no registration")
     print(
         f"{'run':36s} {'healthy with a lesion >= 0.5':>30s} {'mean strongest (healthy)':>26s} {'tumour Dice':>12s}"
     )
