@@ -23,7 +23,7 @@ from PancreasAILib.cascade.gland_level import reference_levels
 from PancreasAILib.cascade.spec import StageSpec
 from PancreasAILib.cli.common import add_progress_option, make_progress
 from PancreasAILib.cli.train_data import build_caches, describe_cache
-from PancreasAILib.cli.train_register import MODEL_NAMES, register_run
+from PancreasAILib.cli.train_register import MODEL_NAMES, register_run, trained_gland_reference
 from PancreasAILib.errors import InputError
 from PancreasAILib.training.augment import INTENSITY_AUGMENTATIONS
 from PancreasAILib.training.trainer import TrainConfig, Trainer, default_spec
@@ -337,10 +337,12 @@ def run(args: argparse.Namespace) -> int:
         if corrections:  # fine-tune on a radiologist's corrections gently
             config.lr = min(config.lr, 2e-4)
     train_cases = load_cache(cache)
-    if continued_reference is not None:  # the weights expect their gland-relative input: keep it
-        config.spec = replace(config.spec, gland_reference_hu=continued_reference)
-    elif getattr(args, "gland_relative", False):
-        config.spec = replace(config.spec, gland_reference_hu=reference_levels(train_cases))
+    # Gland levels: those a resumed run started with, else those of the weights it continues (they
+    # expect that input), else measured on the training cases when asked for.
+    reference = trained_gland_reference(args.run) or continued_reference
+    if reference is None and getattr(args, "gland_relative", False):
+        reference = reference_levels(train_cases)
+    config.spec = replace(config.spec, gland_reference_hu=reference)
     if config.spec.gland_reference_hu is not None:
         print(f"stage 2 input relative to the gland, levels (HU, A/V/D): {config.spec.gland_reference_hu}")
     val = load_cache(val_cache) if val_cache.is_dir() else train_cases[:2]

@@ -42,6 +42,13 @@ def register_run(stage: int, args: argparse.Namespace, summary: dict, minutes: f
     version = args.version_tag or f"{base}+s{summary.get('step', 0)}"
     _refuse_a_taken_version(MODEL_NAMES[stage], version, best)
     if args.ensemble:
+        registered_levels = StageSpec.from_dict(get_entry(MODEL_NAMES[stage]).input_spec).gland_reference_hu
+        if trained_gland_reference(args.run) != registered_levels:
+            raise InputError(
+                "The new weights read the scan relative to other gland levels than the registered ones, "
+                "so their probabilities cannot be averaged.",
+                "Register them on their own (without --ensemble), or train both the same way.",
+            )
         return add_ensemble_member(MODEL_NAMES[stage], best, version=version, card=card)
     try:
         registered = get_entry(MODEL_NAMES[stage]).input_spec

@@ -189,3 +189,27 @@ def test_train_command_stores_the_levels_with_the_weights_and_continuing_keeps_t
     assert main([*again, "--init-from-shipped", "--register", "--version-tag", "2"]) == 0
     entry = get_entry("stage2_tumour")
     assert entry.version == "2" and entry.input_spec["gland_reference_hu"] == trained
+
+
+def test_a_resumed_run_keeps_its_levels_and_an_ensemble_refuses_other_levels(
+    cache,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+    capsys,
+):
+    monkeypatch.setenv("PANCREASAI_MODELS", str(tmp_path / "models"))
+    run = tmp_path / "run"
+    command = [*stage2_command(cache, run), "--val-every", "2", "--device", "cpu", "--channels", *CHANNELS]
+    assert main([*command, "--steps", "2", "--gland-relative"]) == 0
+    config = run / "config.json"
+    recorded = json.loads(config.read_text())
+    recorded["train"]["spec"]["gland_reference_hu"] = [101.0, 102.0, 103.0]  # as if measured on other cases
+    config.write_text(json.dumps(recorded))
+    assert main([*command, "--steps", "4", "--gland-relative", "--register", "--version-tag", "1"]) == 0
+    assert json.loads(config.read_text())["train"]["spec"]["gland_reference_hu"] == [101.0, 102.0, 103.0]
+    assert get_entry("stage2_tumour").input_spec["gland_reference_hu"] == [101.0, 102.0, 103.0]
+    # A network trained on absolute HU cannot join it as an ensemble member.
+    plain = [*stage2_command(cache, tmp_path / "plain"), "--val-every", "2", "--device", "cpu"]
+    assert main([*plain, "--channels", *CHANNELS, "--steps", "2", "--register", "--ensemble"]) != 0
+    assert "other gland levels" in capsys.readouterr().err
+    assert len(get_entry("stage2_tumour").member_entries()) == 1
