@@ -228,8 +228,17 @@ _CURVE_KNOTS_HU = np.linspace(-150.0, 350.0, 6)
 
 def bend_hu(channel: np.ndarray, rng: np.random.Generator, slopes: tuple[float, float]) -> np.ndarray:
     """`channel` through a random monotone, continuous piecewise-linear curve (identity below -150 HU)."""
+    return apply_bend(channel, draw_bend(rng, slopes))
+
+
+def draw_bend(rng: np.random.Generator, slopes: tuple[float, float]) -> np.ndarray:
+    """Where the curve of `bend_hu` takes its knots (HU)."""
     steps = np.diff(_CURVE_KNOTS_HU) * rng.uniform(slopes[0], slopes[1], len(_CURVE_KNOTS_HU) - 1)
-    bent = _CURVE_KNOTS_HU[0] + np.concatenate([[0.0], np.cumsum(steps)])
+    return _CURVE_KNOTS_HU[0] + np.concatenate([[0.0], np.cumsum(steps)])
+
+
+def apply_bend(channel: np.ndarray, bent: np.ndarray) -> np.ndarray:
+    channel = np.asarray(channel, np.float32)
     out = np.interp(channel, _CURVE_KNOTS_HU, bent).astype(np.float32)
     below, above = channel < _CURVE_KNOTS_HU[0], channel > _CURVE_KNOTS_HU[-1]
     out[below] = channel[below]
@@ -268,24 +277,38 @@ def augment_hu(
     mask: np.ndarray,
     rng: np.random.Generator,
     recipe: IntensityAugmentation = INTENSITY_AUGMENTATIONS["standard"],
+    levels: np.ndarray | None = None,
 ) -> np.ndarray:
-    """`augment_intensity` before normalisation: the augmented phases in HU."""
+    """`augment_intensity` before normalisation: the augmented phases in HU.
+
+    `levels` (P,), HU values such as each phase's gland level, are moved in place by the same
+    pointwise maps as their phase (contrast, bend, gamma, gain, offset; not blur or noise), so a level
+    measured on the whole case stays true of the augmented patch."""
     out = image_hu.astype(np.float32)
+    probe = np.zeros(out.shape[0], np.float32) if levels is None else levels
     # Drawn only when enabled, so the standard recipe draws exactly what earlier releases drew.
     if recipe.p_study_contrast and rng.uniform() < recipe.p_study_contrast:
-        out = scale_study_contrast(out, rng.uniform(*recipe.study_contrast))
+        factor = rng.uniform(*recipe.study_contrast)
+        out = scale_study_contrast(out, factor)
+        probe[:] = scale_study_contrast(probe, factor)
     for p in np.nonzero(mask)[0]:
         channel = out[p]
         if rng.uniform() < recipe.p_blur:
             ndi.gaussian_filter(channel, rng.uniform(0.3, 0.9), output=channel)
         # Drawn only when enabled, so the standard recipe draws exactly what earlier releases drew.
         if recipe.p_curve and rng.uniform() < recipe.p_curve:
-            channel[...] = bend_hu(channel, rng, recipe.curve_slopes)
+            bent = draw_bend(rng, recipe.curve_slopes)
+            channel[...] = apply_bend(channel, bent)
+            probe[p] = apply_bend(probe[p : p + 1], bent)[0]
         if recipe.p_gamma and rng.uniform() < recipe.p_gamma:
-            channel[...] = gamma_soft_tissue(channel, rng.uniform(*recipe.gamma))
+            gamma = rng.uniform(*recipe.gamma)
+            channel[...] = gamma_soft_tissue(channel, gamma)
+            probe[p] = gamma_soft_tissue(probe[p : p + 1], gamma)[0]
         gain, offset = rng.uniform(*recipe.gain), rng.uniform(-recipe.offset_hu, recipe.offset_hu)
         soft = (channel > -300) & (channel < 400)  # scale around soft tissue, keep air and fat in place
         channel[soft] = (channel[soft] - 40.0) * gain + 40.0 + offset
+        if -300 < probe[p] < 400:
+            probe[p] = (probe[p] - 40.0) * gain + 40.0 + offset
         if rng.uniform() < recipe.p_noise:
             channel += rng.normal(0.0, rng.uniform(*recipe.noise_hu), channel.shape).astype(np.float32)
     return out

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from PancreasAILib.cascade.gland_level import MIN_GLAND_VOXELS, relative_to_gland
+from PancreasAILib.cascade.gland_level import gland_levels, shift_to_reference
 from PancreasAILib.errors import InputError
 from PancreasAILib.training.augment import (
     INTENSITY_AUGMENTATIONS,
@@ -94,6 +94,7 @@ class PatchSampler:
         self.gland_reference_hu = None if gland_reference_hu is None else tuple(gland_reference_hu)
         self._tumour_voxels: list[np.ndarray | None] = []
         self._gland_voxels: list[np.ndarray] = []
+        self._gland_levels: list[np.ndarray] = []
         self._healthy: list[int] = []
         self._with_tumour: list[int] = []
         self._index(self.cases)
@@ -106,6 +107,10 @@ class PatchSampler:
             if voxels is not None:  # stage 2: which cases have a tumour, for `healthy_share`
                 (self._with_tumour if len(voxels) else self._healthy).append(i)
         self._gland_voxels += [np.argwhere(c[key] > 0) for c in cases]
+        if self.stage == 2:  # each case's gland level per phase (HU; NaN when unmeasurable)
+            self._gland_levels += [
+                gland_levels(c["s2_image"], c["s2_label"] > 0, c["phase_mask"]) for c in cases
+            ]
 
     def add(self, cases: Sequence[dict[str, np.ndarray]]) -> None:
         """Take in cases that appeared since (a cache still being built beside the training)."""
@@ -155,17 +160,18 @@ class PatchSampler:
             if self.phase_dropout
             else case["phase_mask"].copy()
         )
-        hu = augment_hu(img, mask, rng, self.intensity)
+        # Stage 2 relative to the gland: the level is measured on the whole gland of the case (as
+        # inference measures it on stage 1's whole gland, not on a patch, whose gland may be mostly
+        # tumour) and moved by the patch's own intensity draw.
+        levels = None
+        if self.stage == 2 and self.gland_reference_hu is not None:
+            levels = self._gland_levels[index].copy()
+        hu = augment_hu(img, mask, rng, self.intensity, levels=levels)
+        if levels is not None:
+            hu = shift_to_reference(hu, np.where(mask, levels, np.nan), self.gland_reference_hu)
         out = {"mask": mask}
         if self.stage == 2:
             prior = degrade_prior(cut(case["s2_prior"].astype(np.float32), 0.0, 1), rng)
-            if self.gland_reference_hu is not None:
-                # Measured where inference measures it, stage 1's confident gland (here the degraded
-                # prior); the true gland when the prior was dropped or fell outside the patch.
-                region = prior >= 0.5
-                if region.sum() < MIN_GLAND_VOXELS:
-                    region = lab > 0
-                hu = relative_to_gland(hu, region, mask, self.gland_reference_hu)
             out["image"], lab, prior = mirror([network_input(hu, mask), lab, prior], rng)
             out["prior"] = prior[None]
             out["pdac"] = np.array(int((lab == 2).sum() >= TUMOUR_PATCH_MIN_VOXELS))

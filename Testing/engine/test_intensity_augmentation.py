@@ -9,6 +9,7 @@ from PancreasAILib.cascade.grids import HU_OFFSET, HU_SCALE
 from PancreasAILib.training.augment import (
     INTENSITY_AUGMENTATIONS,
     IntensityAugmentation,
+    augment_hu,
     augment_intensity,
     bend_hu,
     gamma_soft_tissue,
@@ -129,3 +130,24 @@ def test_contrast_recipe_moves_all_phases_of_a_patch_together():
         assert np.ptp(per_phase) < 0.02
         factors.append(per_phase[0])
     assert min(factors) < 0.85 and max(factors) > 1.2  # the draws span the recipe's range
+
+
+def test_levels_move_with_their_phase_through_every_pointwise_map():
+    """A gland level measured before augmentation stays the gland's level after it (stage 2, gland-relative)."""
+    recipe = IntensityAugmentation(
+        gain=(0.7, 1.4),
+        offset_hu=50.0,
+        p_blur=0.0,
+        p_noise=0.0,
+        p_curve=1.0,
+        p_gamma=1.0,
+        p_study_contrast=1.0,
+    )
+    rng = np.random.default_rng(11)
+    image, mask = tissue_phantom(), np.array([True, False, True])
+    for _ in range(10):
+        levels = np.full(3, GLAND, np.float32)
+        out = augment_hu(image, mask, rng, recipe, levels=levels)
+        for p in (0, 2):
+            assert levels[p] == pytest.approx(np.median(out[p, 2:6, 18:22, 5:35]), abs=0.5)
+        assert not np.allclose(levels[[0, 2]], GLAND, atol=2.0)  # the draws did move them
