@@ -10,8 +10,10 @@ is left to learn.
 
 The level is a high percentile of the gland's voxels (65th): the tumour and the fat at the gland's
 edge sit below it, so neither a large tumour nor a coarse gland mask moves it much. Training measures
-it on the patch's gland after intensity augmentation; inference on stage 1's confident gland in the
-stage-2 box; both on HU, before `grids.normalise_hu`.
+it once per case on the whole gland and moves it through each patch's own intensity draw
+(`training.augment.augment_hu`; measured on the patch, a tumour-centred patch's gland is mostly
+tumour), validation on the validation prior, inference on stage 1's confident gland in the stage-2
+box; all on HU, before `grids.normalise_hu`.
 """
 
 from __future__ import annotations
