@@ -255,16 +255,6 @@ def gamma_soft_tissue(channel: np.ndarray, gamma: float) -> np.ndarray:
     return out
 
 
-def augment_intensity(
-    image_hu: np.ndarray,
-    mask: np.ndarray,
-    rng: np.random.Generator,
-    recipe: IntensityAugmentation = INTENSITY_AUGMENTATIONS["standard"],
-) -> np.ndarray:
-    """Each present phase moved by its own draw of `recipe` (scanner and protocol variety); returns normalised."""
-    return network_input(augment_hu(image_hu, mask, rng, recipe), mask)
-
-
 def network_input(image_hu: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """HU -> the networks' input, missing phases zero (as at inference)."""
     normalised = normalise_hu(image_hu)
@@ -279,7 +269,8 @@ def augment_hu(
     recipe: IntensityAugmentation = INTENSITY_AUGMENTATIONS["standard"],
     levels: np.ndarray | None = None,
 ) -> np.ndarray:
-    """`augment_intensity` before normalisation: the augmented phases in HU.
+    """Each present phase moved by its own draw of `recipe` (scanner and protocol variety), in HU;
+    `network_input` then normalises.
 
     `levels` (P,), HU values such as each phase's gland level, are moved in place by the same
     pointwise maps as their phase (contrast, bend, gamma, gain, offset; not blur or noise), so a level

@@ -107,7 +107,7 @@ class PatchSampler:
             if voxels is not None:  # stage 2: which cases have a tumour, for `healthy_share`
                 (self._with_tumour if len(voxels) else self._healthy).append(i)
         self._gland_voxels += [np.argwhere(c[key] > 0) for c in cases]
-        if self.stage == 2:  # each case's gland level per phase (HU; NaN when unmeasurable)
+        if self.gland_reference_hu is not None:  # each case's gland level per phase (HU; NaN: none)
             self._gland_levels += [
                 gland_levels(c["s2_image"], c["s2_label"] > 0, c["phase_mask"]) for c in cases
             ]

@@ -10,9 +10,9 @@ from PancreasAILib.training.augment import (
     INTENSITY_AUGMENTATIONS,
     IntensityAugmentation,
     augment_hu,
-    augment_intensity,
     bend_hu,
     gamma_soft_tissue,
+    network_input,
     scale_study_contrast,
 )
 
@@ -63,7 +63,9 @@ def lesion_to_vessel_ratios(recipe: IntensityAugmentation, draws: int = 60) -> n
     image, mask = tissue_phantom(), np.array([True, True, True])
     ratios = []
     for _ in range(draws):
-        fat, tumour, gland, vessel, _ = tissue_levels(augment_intensity(image, mask, rng, recipe), 1)
+        fat, tumour, gland, vessel, _ = tissue_levels(
+            network_input(augment_hu(image, mask, rng, recipe), mask), 1
+        )
         assert fat < tumour < gland < vessel  # order kept by every recipe
         ratios.append((gland - tumour) / (vessel - gland))
     return np.array(ratios)
@@ -82,7 +84,7 @@ def test_strong_augmentation_changes_tissue_spacing_that_standard_keeps():
 def test_missing_phases_stay_zero_under_the_strong_recipe():
     rng = np.random.default_rng(2)
     mask = np.array([False, True, False])
-    out = augment_intensity(tissue_phantom(), mask, rng, INTENSITY_AUGMENTATIONS["strong"])
+    out = network_input(augment_hu(tissue_phantom(), mask, rng, INTENSITY_AUGMENTATIONS["strong"]), mask)
     assert not out[0].any() and not out[2].any() and out[1].any()
 
 
@@ -123,7 +125,7 @@ def test_contrast_recipe_moves_all_phases_of_a_patch_together():
     image[0] += 30.0  # phases differ, the factor must not
     factors = []
     for _ in range(20):
-        out = augment_intensity(image, mask, rng, recipe)
+        out = network_input(augment_hu(image, mask, rng, recipe), mask)
         per_phase = [
             (tissue_levels(out, p)[2] - tissue_levels(out, p)[1]) / (GLAND - TUMOUR) for p in range(3)
         ]
